@@ -1,0 +1,1 @@
+"""course_lib: the reference library of the diffusion course."""

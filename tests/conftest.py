@@ -1,0 +1,55 @@
+"""Shared fixtures: eps-models with known behaviour, so sampler tests need no training."""
+import pytest
+import torch
+
+from course_lib.schedules import make_schedule
+
+
+
+
+class GaussianEps(torch.nn.Module):
+    """The exact (optimal) eps-model for data x_0 ~ N(mu, s^2 I) under a schedule.
+
+    q(x_t) = N(sqrt(abar) mu, (abar s^2 + 1 - abar) I), score = -(x_t - sqrt(abar) mu) / var_t,
+    eps*(x_t, t) = -sqrt(1 - abar) * score. DDIM with eta = 0 then follows the exact probability-flow
+    ODE as S grows, so inversion error must fall with S.
+    """
+
+    def __init__(self, schedule, mu=0.5, s=0.3):
+        super().__init__()
+        self.alpha_bar, self.mu, self.s = schedule.alpha_bar, mu, s
+
+    def forward(self, x_t, t):
+        ab = self.alpha_bar.to(x_t)[t].reshape(-1, *([1] * (x_t.dim() - 1)))  # (B, 1, ..., 1)
+        var_t = ab * self.s**2 + 1 - ab
+        return (1 - ab).sqrt() * (x_t - ab.sqrt() * self.mu) / var_t
+
+
+class ToyEps(GaussianEps):
+    """The exact eps-model for N(0.3, 0.5^2 I) data plus a smooth bump that mixes neighbouring pixels
+    and depends on t, so a sampler that feeds the wrong t, or drops a term, gives a different answer.
+    Samples stay bounded, which keeps float32 comparisons meaningful.
+    """
+
+    def __init__(self, schedule):
+        super().__init__(schedule, mu=0.3, s=0.5)
+
+    def forward(self, x_t, t):
+        scale = (t.to(x_t.dtype) / 1000).reshape(-1, *([1] * (x_t.dim() - 1)))  # (B, 1, ..., 1)
+        bump = 0.1 * torch.tanh(x_t.roll(1, dims=-1) - 0.5 * x_t) * (0.5 + scale)
+        return super().forward(x_t, t) + bump
+
+
+@pytest.fixture
+def schedule64():
+    return make_schedule("linear", T=1000, dtype=torch.float64)
+
+
+@pytest.fixture
+def schedule():
+    return make_schedule("linear", T=1000)
+
+
+@pytest.fixture
+def toy_eps(schedule):
+    return ToyEps(schedule)

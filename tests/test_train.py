@@ -1,0 +1,122 @@
+"""L_simple, EMA, and the training loop: it learns, it is reproducible, and it resumes exactly."""
+import pytest
+import torch
+import torch.nn as nn
+
+from course_lib.mlp import MLPDenoiser
+from course_lib.schedules import make_schedule
+from course_lib.train import EMA, diffusion_loss, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """On a small shared CPU, several threads fight for cores and slow tiny models down 10x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def gaussian_mixture(n=2000, seed=0):
+    """(n, 2) points around the four corners (+-2, +-2), std 0.1."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.tensor([[-2.0, -2.0], [-2.0, 2.0], [2.0, -2.0], [2.0, 2.0]])
+    return centers[torch.randint(0, 4, (n,), generator=g)] + 0.1 * torch.randn(n, 2, generator=g)  # (n, 2)
+
+
+def fresh_mlp(seed=0):
+    torch.manual_seed(seed)
+    return MLPDenoiser(hidden_dim=64)
+
+
+class Oracle(nn.Module):
+    """For x0 = 0, x_t = sqrt(1 - abar_t) eps, so eps = x_t / sqrt(1 - abar_t) exactly."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.alpha_bar = schedule.alpha_bar
+
+    def forward(self, x_t, t):
+        return x_t / (1 - self.alpha_bar[t]).sqrt()[:, None]  # (B, 1) broadcast over the 2 coordinates
+
+
+def test_diffusion_loss_is_eps_mse():
+    schedule = make_schedule("linear", 1000)
+    x0 = torch.zeros(4096, 2)
+    g = torch.Generator().manual_seed(0)
+    perfect = diffusion_loss(Oracle(schedule), x0, schedule, g)
+    assert perfect.item() < 1e-10, f"a model that recovers eps exactly must have loss 0, got {perfect.item():.3g}"
+    zero = diffusion_loss(lambda x_t, t: torch.zeros_like(x_t), x0, schedule, g)
+    assert zero.item() == pytest.approx(1.0, abs=0.05), "eps_pred = 0 must cost E[eps^2] = 1"
+    with pytest.raises(ValueError, match="shape of x_t"):
+        diffusion_loss(lambda x_t, t: x_t[:, :1], x0, schedule, g)
+
+
+def test_training_reduces_loss_on_2d_mixture():
+    data = gaussian_mixture()
+    result = train(fresh_mlp(), data, make_schedule("linear", 1000), steps=150, lr=2e-3, progress=False)
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-30:]) / 30
+    assert len(result.losses) == 150
+    assert last < 0.6 and last < 0.75 * first, f"loss went from {first:.3f} to {last:.3f}; the MLP did not learn"
+
+
+def test_same_seed_same_losses():
+    data, schedule = gaussian_mixture(), make_schedule("linear", 100)
+    runs = [train(fresh_mlp(), data, schedule, steps=8, seed=seed, progress=False).losses for seed in (0, 0, 1)]
+    assert runs[0] == runs[1], "two runs with seed=0 must give identical losses"
+    assert runs[0] != runs[2], "seed=1 must draw different batches, t and eps"
+
+
+def test_ema_matches_hand_computation():
+    decay = 0.9
+    model = nn.Linear(3, 2)
+    w0 = model.weight.detach().clone()
+    ema = EMA(model, decay)
+    assert torch.equal(ema.model.weight, w0), "the average starts at the current weights"
+    w1, w2 = torch.randn(2, 3), torch.randn(2, 3)
+    for w in (w1, w2):
+        with torch.no_grad():
+            model.weight.copy_(w)
+        ema.update(model)
+    expected = decay * (decay * w0 + (1 - decay) * w1) + (1 - decay) * w2
+    assert torch.allclose(ema.model.weight, expected, atol=1e-6), "EMA must be w <- decay * w + (1 - decay) * w_model"
+    assert not ema.model.weight.requires_grad
+
+    other = nn.Linear(3, 2)
+    ema.copy_to(other)
+    assert torch.equal(other.weight, ema.model.weight)
+    restored = EMA(nn.Linear(3, 2), decay)
+    restored.load_state_dict(ema.state_dict())
+    assert torch.equal(restored.model.weight, ema.model.weight)
+    with pytest.raises(ValueError, match="decay"):
+        EMA(model, 1.5)
+
+
+def test_train_returns_ema_model():
+    result = train(fresh_mlp(), gaussian_mixture(), make_schedule("linear", 100), steps=5, ema_decay=0.5,
+                   progress=False)
+    assert isinstance(result.ema_model, MLPDenoiser)
+    assert not torch.equal(result.ema_model.net[0].weight, result.model.net[0].weight)
+
+
+def test_resume_gives_same_weights_as_one_run(tmp_path):
+    data, schedule = gaussian_mixture(), make_schedule("linear", 100)
+    kwargs = dict(batch_size=32, lr=1e-3, ema_decay=0.9, seed=3, progress=False)
+    straight = train(fresh_mlp(), data, schedule, steps=20, **kwargs)
+
+    path = tmp_path / "run.pt"
+    first = train(fresh_mlp(), data, schedule, steps=10, checkpoint_path=path, checkpoint_every=5, **kwargs)
+    assert len(first.losses) == 10
+    # a differently initialised model: every weight must come from the checkpoint
+    resumed = train(fresh_mlp(seed=99), data, schedule, steps=20, checkpoint_path=path, checkpoint_every=5, **kwargs)
+
+    assert resumed.losses == straight.losses
+    for name, p in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], p), f"{name} differs after resuming"
+    for name, p in straight.ema_model.state_dict().items():
+        assert torch.equal(resumed.ema_model.state_dict()[name], p), f"EMA {name} differs after resuming"
+
+    with pytest.raises(ValueError, match="lr=0.001"):
+        train(fresh_mlp(), data, schedule, steps=30, checkpoint_path=path, **{**kwargs, "lr": 5e-4})
+    with pytest.raises(ValueError, match="hidden_dim=64"):
+        train(MLPDenoiser(hidden_dim=32), data, schedule, steps=30, checkpoint_path=path, **kwargs)

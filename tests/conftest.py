@@ -41,6 +41,15 @@ class ToyEps(GaussianEps):
 
 
 @pytest.fixture
+def one_thread():
+    """Small models on a small shared CPU: one thread each, else threads fight for cores (10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def schedule64():
     return make_schedule("linear", T=1000, dtype=torch.float64)
 

@@ -8,16 +8,9 @@ from course_lib.device import pick_device
 from course_lib.mlp import MLPDenoiser
 from course_lib.unet import UNet, timestep_embedding
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 T = 1000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a small shared CPU, several threads fight for cores and slow tiny models down 10x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def count_params(model):

@@ -7,14 +7,7 @@ from course_lib.mlp import MLPDenoiser
 from course_lib.schedules import make_schedule
 from course_lib.train import EMA, diffusion_loss, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a small shared CPU, several threads fight for cores and slow tiny models down 10x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_mixture(n=2000, seed=0):

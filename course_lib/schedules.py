@@ -85,16 +85,24 @@ def make_schedule(name="linear", T=1000, dtype=torch.float32, device=None):
     if not isinstance(T, int) or T < 1:
         raise ValueError(f"T={T!r} must be a positive integer number of training steps")
     betas = linear_betas(T) if name == "linear" else cosine_betas(T)
+    schedule = schedule_from_betas(betas, name)
+    return schedule.to(device=device, dtype=dtype)
+
+
+def schedule_from_betas(betas, name="custom", alpha_bar=None):
+    """A float64 NoiseSchedule from given (T,) betas; alpha_bar defaults to their cumulative product.
+
+    Passing alpha_bar lets a grader rebuild a schedule from exactly the tables a student received.
+    """
+    betas = betas.double()
     alphas = 1.0 - betas
-    alpha_bar = torch.cumprod(alphas, dim=0)
+    alpha_bar = torch.cumprod(alphas, dim=0) if alpha_bar is None else alpha_bar.double()
     alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
     posterior_variance = (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * betas
     coef_x0 = alpha_bar_prev.sqrt() * betas / (1.0 - alpha_bar)
     coef_xt = alphas.sqrt() * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
     snr = alpha_bar / (1.0 - alpha_bar)
-    schedule = NoiseSchedule(name, betas, alphas, alpha_bar, alpha_bar_prev, posterior_variance,
-                             coef_x0, coef_xt, snr)
-    return schedule.to(device=device, dtype=dtype)
+    return NoiseSchedule(name, betas, alphas, alpha_bar, alpha_bar_prev, posterior_variance, coef_x0, coef_xt, snr)
 
 
 def check_timestep(t, T):

@@ -193,15 +193,19 @@ def _step_times(T):
     return sorted({0, 1, T // 2, T - 1})
 
 
-def check_posterior_mean_variance(posterior_mean_variance, hidden=False):
-    """posterior_mean_variance(x0, x_t, t, betas, alpha_bar) equals DDPM eq. (7) with beta_tilde_t."""
+def _step_cases(hidden):
+    """(name, T, shape, dtype, schedule, float64 reference schedule, generator) for the one-step checks."""
     cases = [("linear", 1000, (8, 2), torch.float32, 0), ("coarse", 10, (8, 2), torch.float32, 0)] if not hidden else [
         ("cosine", 400, (3, 1, 4, 4), torch.float64, 1), ("linear", 60, (5, 3), torch.float32, 2),
         ("coarse", 12, (4, 1, 2, 2), torch.float64, 3)]
     for name, T, shape, dtype, seed in cases:
         sched = _schedule(name, T, dtype)
-        ref = schedules.schedule_from_betas(sched.betas, alpha_bar=sched.alpha_bar)
-        g = _gen(seed)
+        yield name, T, shape, dtype, sched, schedules.schedule_from_betas(sched.betas, alpha_bar=sched.alpha_bar), _gen(seed)
+
+
+def check_posterior_mean_variance(posterior_mean_variance, hidden=False):
+    """posterior_mean_variance(x0, x_t, t, betas, alpha_bar) equals DDPM eq. (7) with beta_tilde_t."""
+    for name, T, shape, dtype, sched, ref, g in _step_cases(hidden):
         x0 = torch.randn(shape, generator=g, dtype=dtype)
         x_t = torch.randn(shape, generator=g, dtype=dtype)
         for t in _step_times(T):
@@ -241,13 +245,7 @@ def _ddpm_step_ref(eps_pred, x_t, t, ref, noise):
 
 def check_ddpm_step(ddpm_step, hidden=False):
     """ddpm_step(eps_pred, x_t, t, betas, alpha_bar, noise) equals course_lib.ddpm.ddpm_step (fixed small)."""
-    cases = [("linear", 1000, (8, 2), torch.float32, 0), ("coarse", 10, (8, 2), torch.float32, 0)] if not hidden else [
-        ("cosine", 400, (3, 1, 4, 4), torch.float64, 1), ("linear", 60, (5, 3), torch.float32, 2),
-        ("coarse", 12, (4, 1, 2, 2), torch.float64, 3)]
-    for name, T, shape, dtype, seed in cases:
-        sched = _schedule(name, T, dtype)
-        ref = schedules.schedule_from_betas(sched.betas, alpha_bar=sched.alpha_bar)
-        g = _gen(seed)
+    for name, T, shape, dtype, sched, ref, g in _step_cases(hidden):
         eps_pred = torch.randn(shape, generator=g, dtype=dtype)
         x_t = torch.randn(shape, generator=g, dtype=dtype)
         noise = torch.randn(shape, generator=g, dtype=dtype)

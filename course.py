@@ -91,16 +91,24 @@ def set_up():
     say("set-up done in %.0f s" % (time.monotonic() - started))
 
 
+def activated_env():
+    """The environment as `source .venv/bin/activate` would leave it: tools that the course's packages
+    start by name (nbgrader runs `alembic`, Jupyter finds its kernels) come from .venv."""
+    env = dict(os.environ, VIRTUAL_ENV=str(VENV))
+    env["PATH"] = str(BIN) + os.pathsep + env.get("PATH", "")
+    return env
+
+
 def lab(extra):
     notebooks = ROOT / "notebooks"
     notebooks.mkdir(exist_ok=True)
     say("starting JupyterLab in notebooks/ (Ctrl-C to stop)")
-    return run([PYTHON, "-m", "jupyterlab", *extra], cwd=notebooks)
+    return run([PYTHON, "-m", "jupyterlab", *extra], cwd=notebooks, env=activated_env())
 
 
 def test(extra):
     say("running the tests: pytest " + " ".join(extra))
-    return run([PYTHON, "-m", "pytest", *extra], cwd=ROOT)
+    return run([PYTHON, "-m", "pytest", *extra], cwd=ROOT, env=activated_env())
 
 
 def main():

@@ -40,7 +40,9 @@ MISTAKES = {
 
 def nbgrader(root, *args):
     env = {**os.environ, "COURSE_ROOT": str(REPO),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           # nbgrader starts `alembic` by name: take it from this Python's environment, activated or not
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     exe = [sys.executable, "-m", "nbgrader"]
     result = subprocess.run([*exe, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"

@@ -18,7 +18,7 @@ from course_lib.ddim import SPACINGS, ddim_sample, make_timesteps
 from course_lib.device import randn
 from course_lib.forward import add_noise
 from course_lib.plots import plot_points, plot_schedules, show_images
-from course_lib.schedules import SCHEDULE_NAMES, make_schedule
+from course_lib.schedules import SCHEDULE_NAMES, check_timestep, make_schedule
 
 
 def in_kernel():
@@ -97,7 +97,7 @@ def draw_forward(x0, t, schedule, noise):
     alpha_bar_t = schedule.alpha_bar[t].item()
     x_t = add_noise(x0, torch.full((x0.shape[0],), t, dtype=torch.long), noise, schedule)
     fig = Figure(figsize=(4.5, 4.5), layout="constrained")
-    title = f"t = {t}: abar_t = {alpha_bar_t:.4f}, SNR = {alpha_bar_t / (1 - alpha_bar_t):.3g}"
+    title = f"t = {t}: abar_t = {alpha_bar_t:.4f}, SNR = {schedule.snr[t].item():.3g}"
     _show_batch(x_t, fig.subplots(), title, lim=4.0)
     return fig
 
@@ -111,8 +111,7 @@ def forward_scrubber(x0, schedule, t=0, seed=0, static=None):
     _check_batch(x0, "x0")
     x0 = x0.detach().cpu().float()
     schedule = schedule.to("cpu", torch.float32)
-    if not 0 <= t < schedule.T:
-        raise ValueError(f"t={t} is outside [0, {schedule.T}): timesteps are 0-based")
+    check_timestep(t, schedule.T)
     noise = randn(x0.shape, torch.Generator().manual_seed(seed))
 
     def draw(t):

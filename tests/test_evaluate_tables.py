@@ -1,0 +1,135 @@
+"""scripts/evaluate_tables.py on tiny settings: its tables, its cache (a re-run skips finished work), its folders."""
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.checkpoints import save_checkpoint
+from course_lib.schedules import make_schedule
+from course_lib.unet import UNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_tables.py"
+TINY = ["--samples", "8", "--steps", "10,20", "--etas", "0,1", "--recon-digits", "4", "--recon-steps", "10,20",
+        "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def evaluate():
+    spec = importlib.util.spec_from_file_location("evaluate_tables", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """An untrained, very small UNet on a linear T = 100 schedule (so DDPM takes 100 steps): fast, and
+    enough to exercise the pipeline; its samples are noise, so only the plumbing is checked here."""
+    torch.manual_seed(0)
+    path = tmp_path / "tiny_unet.pt"
+    model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn=False)
+    save_checkpoint(path, model, make_schedule("linear", T=100), meta={"steps": 0})
+    return path
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_writes_the_tables_and_a_rerun_uses_the_cache(evaluate, tiny_model, tmp_path):
+    out = tmp_path / "tables"
+    first = evaluate.main(TINY + ["--model", str(tiny_model), "--out", str(out)])
+    for name in ("table1.csv", "table1.md", "table1.png", "table2.csv", "table2.md", "table2.png", "samples.png",
+                 "README.md", "cache.json"):
+        assert (out / name).is_file(), f"{name} was not written"
+    assert not (out / "partial").exists(), "partial chunks must be removed once their setting is finished"
+
+    rows = read_csv(out / "table1.csv")
+    assert list(rows[0]) == ["sampler", "eta", "num_steps", "spacing", "samples", "fid", "kid", "kid_std",
+                             "classifier_score", "wall_time_s", "seconds_per_sample", "seed", "model_steps",
+                             "model_sha256"]
+    settings = {(r["sampler"], r["eta"], r["num_steps"]) for r in rows}
+    assert settings == {("real_test", "", ""), ("noise", "", ""), ("ddim", "0.0", "10"), ("ddim", "1.0", "10"),
+                        ("ddim", "0.0", "20"), ("ddim", "1.0", "20"), ("ddpm_fixed_large", "", "100")}
+    assert all(r["samples"] == "8" and float(r["fid"]) >= 0 for r in rows)
+    assert {r["spacing"] for r in rows if r["sampler"] == "ddim"} == {"linspace"}
+    table2 = read_csv(out / "table2.csv")
+    assert [r["num_steps"] for r in table2] == ["10", "20"] and all(r["digits"] == "4" for r in table2)
+    assert all(float(r["mse"]) > 0 for r in table2)
+    md = (out / "table1.md").read_text()
+    assert "| eta \\ S | 10 | 20 |" in md and "DDPM, fixed large" in md and "real held-out test digits" in md
+    assert "| S | 10 | 20 |" in (out / "table2.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert first["model_sha256"] in readme and "8 samples per setting" in readme and "linspace" in readme
+
+    cache = json.loads((out / "cache.json").read_text())
+    assert len(first["computed"]) == len(first["jobs"]) == len(cache["entries"]) == 2 + 4 + 1 + 2
+    assert all(key.startswith(f"model={first['model_sha256']}") for key in cache["entries"])
+
+    second = evaluate.main(TINY + ["--model", str(tiny_model), "--out", str(out)])
+    assert second["computed"] == [], "a re-run must skip every finished setting"
+    assert read_csv(out / "table1.csv") == rows, "tables rebuilt from the cache must equal the first run's"
+
+    # one more eta: only its settings run; the old entries stay in the cache
+    third = evaluate.main(TINY[:4] + ["--etas", "0,0.5,1"] + TINY[6:] + ["--model", str(tiny_model), "--out", str(out),
+                                                                          "--no-ddpm"])
+    assert sorted(third["computed"]) == sorted(k for k in third["computed"] if "eta=0.5" in k)
+    assert len(third["computed"]) == 2
+
+
+def test_an_interrupted_setting_resumes_from_its_finished_chunks(evaluate, tiny_model, tmp_path, monkeypatch):
+    out = tmp_path / "tables"
+    argv = ["--samples", str(evaluate.CHUNK + 4), "--steps", "5", "--etas", "0", "--recon-digits", "2",
+            "--recon-steps", "5", "--no-ddpm", "--device", "cpu", "--model", str(tiny_model), "--out", str(out)]
+    real_sample_chunk, calls = evaluate.sample_chunk, []
+
+    def dies_on_second_chunk(job, x_T, chunk_index, ctx):
+        calls.append(chunk_index)
+        if chunk_index == 1:
+            raise KeyboardInterrupt("killed")
+        return real_sample_chunk(job, x_T, chunk_index, ctx)
+
+    monkeypatch.setattr(evaluate, "sample_chunk", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.main(argv)
+    assert len(list((out / "partial").glob("*.chunk0.pt"))) == 1, "the finished first chunk must be on disk"
+    monkeypatch.setattr(evaluate, "sample_chunk", lambda *a: (calls.append(a[2]), real_sample_chunk(*a))[1])
+    result = evaluate.main(argv)
+    assert calls == [0, 1, 1], "the resumed run must sample only the missing chunk"
+    assert any("ddim" in key for key in result["computed"])
+    assert read_csv(out / "table1.csv")[-1]["samples"] == str(evaluate.CHUNK + 4)
+
+
+def test_quick_and_full_runs_write_to_different_folders(evaluate):
+    quick, full = evaluate.parse_args(["--quick"]), evaluate.parse_args([])
+    assert quick.out != full.out and quick.out.resolve() == evaluate.QUICK_OUT.resolve()
+    assert full.out.resolve() == evaluate.FULL_OUT.resolve()
+    assert (quick.samples, quick.steps, quick.etas, quick.recon_digits) == (100, [10, 20, 50], [0.0, 1.0], 16)
+    assert (full.samples, full.steps, full.etas) == (500, [10, 20, 50, 100, 1000], [0.0, 0.2, 0.5, 1.0])
+    assert full.recon_steps == [10, 20, 50, 100, 200, 500, 1000] and full.ddpm and not quick.ddpm
+    assert evaluate.parse_args(["--quick", "--samples", "7"]).samples == 7, "explicit options beat --quick"
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--quick", "--out", str(evaluate.FULL_OUT)])
+
+
+def test_steps_beyond_the_models_T_are_refused(evaluate, tiny_model, tmp_path):
+    with pytest.raises(SystemExit, match="exceed the model's T = 100"):
+        evaluate.main(TINY[:2] + ["--steps", "200"] + TINY[4:] + ["--model", str(tiny_model), "--out", str(tmp_path)])
+
+
+def test_cache_keys_change_with_model_setting_n_and_seed(evaluate):
+    args = evaluate.parse_args(["--samples", "8", "--steps", "10", "--etas", "0"])
+    keys = {job["key"] for job in evaluate.make_jobs(args, "a" * 64, "c" * 64)}
+    assert len(keys) == len(evaluate.make_jobs(args, "a" * 64, "c" * 64)), "every setting has its own key"
+    assert keys.isdisjoint(job["key"] for job in evaluate.make_jobs(args, "b" * 64, "c" * 64))
+    for change in (["--samples", "9"], ["--seed", "1"]):
+        other = evaluate.parse_args(["--samples", "8", "--steps", "10", "--etas", "0"] + change)
+        other_keys = {job["key"] for job in evaluate.make_jobs(other, "a" * 64, "c" * 64) if job["kind"] == "ddim"}
+        assert other_keys.isdisjoint(keys)
+    costs = [job["cost"] for job in evaluate.make_jobs(evaluate.parse_args([]), "a" * 64, "c" * 64)]
+    assert costs == sorted(costs), "cheap settings must come first"

@@ -1,0 +1,143 @@
+"""FID, KID and the classifier score: against scipy and closed forms, with negative controls."""
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from course_lib.metrics import (classifier_score, feature_stats, frechet_distance, kid, mmd2_unbiased,
+                                polynomial_kernel)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread, no fighting over the cores
+
+
+def random_spd(D, generator, scale=1.0):
+    """A random symmetric positive-definite (D, D) float64 matrix with a spread of eigenvalues."""
+    A = torch.randn(D, D, generator=generator, dtype=torch.float64)
+    return scale * (A @ A.T / D + 0.1 * torch.eye(D, dtype=torch.float64))
+
+
+def scipy_fid(mu1, sigma1, mu2, sigma2):
+    """The textbook formula with scipy.linalg.sqrtm of the (non-symmetric) product sigma1 sigma2."""
+    covmean = scipy.linalg.sqrtm(sigma1.numpy() @ sigma2.numpy())
+    covmean = covmean.real  # round-off gives tiny imaginary parts
+    return float(((mu1 - mu2) ** 2).sum() + sigma1.trace() + sigma2.trace() - 2 * np.trace(covmean))
+
+
+@pytest.mark.parametrize("D", [2, 10, 64])
+def test_frechet_distance_matches_scipy_sqrtm(D):
+    g = torch.Generator().manual_seed(D)
+    for _ in range(3):
+        mu1, mu2 = torch.randn(D, generator=g, dtype=torch.float64), torch.randn(D, generator=g, dtype=torch.float64)
+        sigma1, sigma2 = random_spd(D, g), random_spd(D, g, scale=2.0)
+        ours, reference = frechet_distance(mu1, sigma1, mu2, sigma2), scipy_fid(mu1, sigma1, mu2, sigma2)
+        assert ours == pytest.approx(reference, rel=1e-8, abs=1e-8), (
+            f"D={D}: frechet_distance gives {ours:.10f}, scipy's sqrtm formula {reference:.10f}")
+
+
+def test_frechet_distance_is_symmetric_and_takes_float32():
+    g = torch.Generator().manual_seed(1)
+    mu1, mu2 = torch.randn(8, generator=g, dtype=torch.float64), torch.zeros(8, dtype=torch.float64)
+    sigma1, sigma2 = random_spd(8, g), random_spd(8, g)
+    d12, d21 = frechet_distance(mu1, sigma1, mu2, sigma2), frechet_distance(mu2, sigma2, mu1, sigma1)
+    assert d12 == pytest.approx(d21, rel=1e-10)
+    assert frechet_distance(mu1.float(), sigma1.float(), mu2.float(), sigma2.float()) == pytest.approx(d12, rel=1e-5)
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_with_a_shift_is_the_closed_form():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(500, 16, generator=g, dtype=torch.float64) @ random_spd(16, g)  # correlated
+    mu, sigma = feature_stats(features)
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-8)
+    # shifting every feature vector by delta leaves the covariance equal: FID = |delta|^2 exactly
+    delta = torch.linspace(-1, 1, 16, dtype=torch.float64)
+    mu_shifted, sigma_shifted = feature_stats(features + delta)
+    assert frechet_distance(mu, sigma, mu_shifted, sigma_shifted) == pytest.approx(float(delta @ delta), rel=1e-8)
+
+
+def test_fid_of_gaussians_with_scaled_covariance_matches_closed_form():
+    """For sigma2 = c^2 sigma1: FID = tr(sigma1) (1 - c)^2, since tr(sqrt(sigma1 sigma2)) = c tr(sigma1)."""
+    g = torch.Generator().manual_seed(3)
+    sigma1, mu = random_spd(12, g), torch.zeros(12, dtype=torch.float64)
+    for c in (0.5, 1.0, 3.0):
+        expected = float(sigma1.trace()) * (1 - c) ** 2
+        assert frechet_distance(mu, sigma1, mu, c**2 * sigma1) == pytest.approx(expected, rel=1e-8, abs=1e-10)
+
+
+def test_feature_stats_match_numpy():
+    features = torch.randn(50, 5, generator=torch.Generator().manual_seed(0))
+    mu, sigma = feature_stats(features)
+    assert mu.dtype == torch.float64 and sigma.shape == (5, 5)
+    np.testing.assert_allclose(mu.numpy(), features.double().numpy().mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sigma.numpy(), np.cov(features.double().numpy(), rowvar=False), rtol=1e-10)
+
+
+def test_bad_shapes_give_teaching_errors():
+    with pytest.raises(ValueError, match="N >= 2"):
+        feature_stats(torch.randn(1, 4))
+    with pytest.raises(ValueError, match="same D|one D"):
+        frechet_distance(torch.zeros(3), torch.eye(3), torch.zeros(4), torch.eye(4))
+    with pytest.raises(ValueError, match="NaN"):
+        feature_stats(torch.tensor([[0.0, float("nan")], [1.0, 2.0]]))
+
+
+def test_mmd2_unbiased_matches_a_direct_double_loop():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64) + 1
+    k = lambda u, v: (float(u @ v) / 3 + 1) ** 3
+    m, n = len(a), len(b)
+    expected = (sum(k(a[i], a[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+                + sum(k(b[i], b[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+                - 2 * sum(k(a[i], b[j]) for i in range(m) for j in range(n)) / (m * n))
+    assert float(mmd2_unbiased(a, b)) == pytest.approx(expected, rel=1e-10)
+    assert polynomial_kernel(a, b).shape == (6, 5)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 16, generator=g), torch.randn(400, 16, generator=g)
+    same_mean, same_std = kid(a, b, num_subsets=50, subset_size=100, generator=torch.Generator().manual_seed(1))
+    assert abs(same_mean) < same_std, f"KID of one distribution {same_mean:.4f} is not ~0 (subset std {same_std:.4f})"
+    for other in (b + 0.5, 1.3 * b):  # negative controls: a shifted and a wider distribution score clearly higher
+        diff_mean, _ = kid(a, other, num_subsets=50, subset_size=100, generator=torch.Generator().manual_seed(1))
+        assert diff_mean > 0.05 and diff_mean > 5 * abs(same_mean), (same_mean, diff_mean)
+
+
+def test_mmd2_estimator_is_unbiased_where_the_biased_one_is_not():
+    """Averaged over 300 independent pairs of samples of one distribution, the unbiased MMD^2 is 0 within
+    3 standard errors; the biased estimator (keeping the i = j terms) is clearly positive."""
+    g = torch.Generator().manual_seed(0)
+    unbiased, biased = [], []
+    for _ in range(300):
+        a = torch.randn(40, 8, generator=g, dtype=torch.float64)
+        b = torch.randn(40, 8, generator=g, dtype=torch.float64)
+        unbiased.append(float(mmd2_unbiased(a, b)))
+        k_aa, k_bb, k_ab = polynomial_kernel(a, a), polynomial_kernel(b, b), polynomial_kernel(a, b)
+        biased.append(float(k_aa.mean() + k_bb.mean() - 2 * k_ab.mean()))
+    unbiased, biased = torch.tensor(unbiased), torch.tensor(biased)
+    standard_error = unbiased.std() / math.sqrt(len(unbiased))
+    assert abs(unbiased.mean()) < 3 * standard_error, f"mean {unbiased.mean():.4f} +- {standard_error:.4f}"
+    assert biased.mean() > 10 * standard_error, "the biased control should sit clearly above 0"
+
+
+def test_kid_is_reproducible_with_a_generator_and_checks_sizes():
+    a, b = torch.randn(30, 4), torch.randn(30, 4)
+    first = kid(a, b, 10, 20, torch.Generator().manual_seed(5))
+    assert first == kid(a, b, 10, 20, torch.Generator().manual_seed(5))
+    with pytest.raises(ValueError, match="at least 2"):
+        kid(a[:1], b, 10, 20)
+
+
+def test_classifier_score_bounds_and_negative_control():
+    C = 10
+    confident_balanced = torch.eye(C).repeat(20, 1) * 50  # each image one class, classes balanced
+    score, _ = classifier_score(confident_balanced)
+    assert score == pytest.approx(C, rel=1e-6)
+    one_class = torch.zeros(200, C)
+    one_class[:, 3] = 50  # confident but always the same digit: no diversity
+    assert classifier_score(one_class)[0] == pytest.approx(1.0, abs=1e-6)
+    uniform = torch.zeros(200, C)  # unsure about every image
+    assert classifier_score(uniform)[0] == pytest.approx(1.0, abs=1e-9)
+    mean, std = classifier_score(torch.randn(200, C, generator=torch.Generator().manual_seed(0)) * 3, num_splits=4)
+    assert 1.0 < mean < C and std > 0

@@ -332,3 +332,11 @@ def check_ddpm_sample(ddpm_sample, hidden=False):
         if dtype == torch.float64:
             hint += "; with float64 x_T the noise must be drawn with dtype=x.dtype"
         assert err < _tol(dtype), f"ddpm_sample differs from the reference by {err:.2g} {where}{hint}"
+
+
+# --- integrity ----------------------------------------------------------------------------------------------------
+# Every check_* above runs between two integrity checks: if code in the notebook replaced torch, course_lib or
+# these checks, the replacement is undone and the check fails saying what was replaced (autograde_tests/integrity.py).
+from autograde_tests import integrity as _integrity  # noqa: E402
+
+_integrity.guard_checks(globals())

@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""The instructor's grading workflow over nbgrader: one command per step of a term (run from the repo root).
+
+    python scripts/grade.py release   ASSIGNMENT [--exchange]        student version (and to nbgrader's exchange)
+    python scripts/grade.py collect   ASSIGNMENT [FOLDER]            LMS download (zip_collect) or the exchange
+    python scripts/grade.py autograde ASSIGNMENT [--student ID] [--jobs N] [--timeout S]
+    python scripts/grade.py feedback  ASSIGNMENT                     HTML per student, hidden tests stripped
+    python scripts/grade.py export    ASSIGNMENT                     grades/ASSIGNMENT.csv
+    python scripts/grade.py summary   ASSIGNMENT                     which checks failed most often
+
+--root DIR grades a course root other than the current folder. Everything a step finds wrong with a submission
+(an unreadable file, a cell that timed out, code that tampers with the grader, ...) goes to
+reports/ASSIGNMENT/problems.csv and is printed; docs/instructor.md explains each step.
+"""
+import argparse
+import collections
+import csv
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import nbformat
+from tqdm.auto import tqdm
+
+BIN = str(Path(sys.executable).parent)
+os.environ["PATH"] = os.pathsep.join([BIN, os.environ.get("PATH", "")])  # nbgrader starts `alembic` by name
+
+
+def nbgrader(root, *args):
+    """Run `python -m nbgrader ARGS` in the course root; return its log, exit with it if it fails."""
+    result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=root, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"nbgrader {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout + result.stderr
+
+
+def load_api(root, timeout=None):
+    """nbgrader's Python API with the course root's nbgrader_config.py loaded."""
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    config.CourseDirectory.root = str(root)
+    if timeout is not None:
+        config.Execute.timeout = timeout
+    return NbGraderAPI(config=config)
+
+
+def gradebook(root):
+    from nbgrader.api import Gradebook
+
+    return Gradebook(f"sqlite:///{Path(root) / 'gradebook.db'}")
+
+
+# --- release and collect --------------------------------------------------------------------------------------
+
+def release(root, assignment, exchange=False):
+    nbgrader(root, "generate_assignment", assignment, "--force")
+    print(f"student version written to notebooks/{assignment}/")
+    if exchange:
+        nbgrader(root, "release_assignment", assignment, "--force")
+        print(f"released to nbgrader's exchange; students run: nbgrader fetch_assignment {assignment}")
+
+
+def collect(root, assignment, folder=None):
+    """Files from an LMS (named <student>_<notebook>.ipynb, zips allowed) or, without a folder, the exchange."""
+    if folder is None:
+        print(nbgrader(root, "collect", assignment, "--update"))
+        return
+    archive = Path(root) / "downloaded" / assignment / "archive"
+    archive.mkdir(parents=True, exist_ok=True)
+    for path in Path(folder).iterdir():
+        if path.is_file():
+            shutil.copy2(path, archive / path.name)
+    log = nbgrader(root, "zip_collect", assignment, "--force", "--strict")
+    for line in log.splitlines():
+        if "Skipped" in line or "WARNING" in line:
+            print(line)
+    students = sorted(p.parent.name for p in (Path(root) / "submitted").glob(f"*/{assignment}"))
+    print(f"{len(students)} students in submitted/: {', '.join(students)}")
+
+
+# --- autograde -------------------------------------------------------------------------------------------------
+
+def source_cells(gb, assignment):
+    """{notebook: {grade_id: (cell_type, source, locked, is_graded)}} from the gradebook."""
+    cells = {}
+    for notebook in gb.find_assignment(assignment).notebooks:
+        graded = {c.name for c in notebook.grade_cells}
+        cells[notebook.name] = {c.name: (c.cell_type, c.source, c.locked, c.name in graded)
+                                for c in notebook.source_cells}
+    return cells
+
+
+def set_grades(root, assignment, student, score, needs_review, only=None):
+    """Give a submission's grades (all, or those named in `only`) an auto score, creating the submission if needed."""
+    with gradebook(root) as gb:
+        gb.update_or_create_student(student)
+        submission = gb.update_or_create_submission(assignment, student)
+        for notebook in submission.notebooks:
+            for grade in notebook.grades:
+                if only is None or grade.name in only:
+                    grade.auto_score, grade.needs_manual_grade = score, needs_review
+        gb.db.commit()
+
+
+def error_problems(nb):
+    """Timeouts, memory errors, kernel deaths, tampering and truncated output found in an autograded notebook."""
+    from autograde_tests.integrity import TAMPER_MARK, TRUNCATED_MARK
+
+    problems, tampered = [], []
+    for cell in nb.cells:
+        name = cell.metadata.get("nbgrader", {}).get("grade_id") or cell.get("id")
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))
+            if TRUNCATED_MARK in text:
+                problems.append(f"cell {name} printed too much; its output was truncated")
+            if out.get("output_type") != "error":
+                continue
+            message = f"{out.ename}: {out.evalue}"
+            if out.ename in ("CellTimeoutError", "TimeoutError"):
+                problems.append(f"cell {name} ran past the time limit and was interrupted")
+            elif out.ename == "MemoryError" or "allocate" in out.evalue:
+                problems.append(f"cell {name} hit the memory limit ({message[:120]})")
+            elif TAMPER_MARK in message:
+                if not tampered:
+                    first = out.evalue.split(". ")[0]  # "integrity: this notebook replaced ..."
+                tampered.append(name)
+    if tampered:
+        problems.append(f"{first} (the kernel guard); checks {', '.join(tampered)} failed: review by hand")
+    return list(dict.fromkeys(problems))
+
+
+def grade_one(root, assignment, student, timeout=None):
+    """Autograde one student in course root `root`; return the problems found (messages for the instructor)."""
+    from autograde_tests import integrity
+
+    root = Path(root)
+    folder = root / "submitted" / student / assignment
+    with gradebook(root) as gb:
+        sources = source_cells(gb, assignment)
+    problems, readable = [], {}
+    for name in sources:
+        path = folder / f"{name}.ipynb"
+        if not path.exists():
+            problems.append(f"no {path.relative_to(root)}: its checks score 0")
+            continue
+        try:
+            readable[name] = nbformat.read(path, as_version=4)
+            nbformat.validate(readable[name])
+        except Exception as e:
+            problems.append(f"{path.relative_to(root)} is not a readable notebook ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:150] if str(e) else ''}): scored 0, ask for a new upload")
+    if len(readable) < sum((folder / f"{n}.ipynb").exists() for n in sources):
+        set_grades(root, assignment, student, 0.0, False)
+        return problems
+    flagged = {}  # notebook -> grade_ids to score 0 for review
+    for name, nb in readable.items():
+        problems += integrity.structure_report(nb, sources[name])
+        locked = {gid for gid, (_, _, is_locked, _) in sources[name].items() if is_locked}
+        findings = integrity.scan_notebook(nb, locked)
+        if findings:
+            first = findings[0][0]
+            before = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells[:first]}
+            flagged[name] = {gid for gid, cell in sources[name].items() if cell[3] and gid not in before}
+            problems += [f"{name} cell {cell} line {line} {message}: checks after it score 0, review by hand"
+                         for _, cell, line, message in findings]
+    result = load_api(root, timeout).autograde(assignment, student, force=True, create=True)
+    if not result["success"]:
+        lines = (result.get("log", "") + result.get("error", "")).splitlines()
+        errors = [line.strip() for line in lines if re.match(r"\s*[\w.]+(Error|Exception): ", line)
+                  and "NbGraderException" not in line]
+        problems.append(f"autograde failed ({errors[-1][:200] if errors else 'no message'}): scored 0, review by "
+                        f"hand (a kernel that dies, e.g. os._exit or a segfault, loses the whole notebook)")
+        set_grades(root, assignment, student, 0.0, True)
+        return problems
+    for name in sources:
+        path = root / "autograded" / student / assignment / f"{name}.ipynb"
+        if path.exists():
+            problems += error_problems(nbformat.read(path, as_version=4))
+    for name, ids in flagged.items():
+        set_grades(root, assignment, student, 0.0, True, only=ids)
+    return problems
+
+
+def grade_safely(root, assignment, student, timeout=None):
+    """grade_one, but an unexpected failure scores this one submission 0 instead of stopping the batch."""
+    try:
+        return grade_one(root, assignment, student, timeout)
+    except Exception as e:
+        set_grades(root, assignment, student, 0.0, True)
+        return [f"grading failed ({type(e).__name__}: {str(e)[:200]}): scored 0, review by hand"]
+
+
+def grade_in_temp_root(root, assignment, student, timeout=None):
+    """grade_one in a private copy of the course root (own gradebook): safe to run in parallel (nbgrader#174)."""
+    root = Path(root)
+    temp = Path(tempfile.mkdtemp(prefix=f"grade-{student}-"))
+    shutil.copy(root / "nbgrader_config.py", temp)
+    shutil.copy(root / "gradebook.db", temp)
+    for name in ("solutions", "notebooks"):
+        if (root / name).exists():
+            (temp / name).symlink_to((root / name).resolve())
+    shutil.copytree(root / "submitted" / student, temp / "submitted" / student)
+    return temp, grade_safely(temp, assignment, student, timeout)
+
+
+def merge_grades(temp, root, assignment, student):
+    """Copy one student's grades and autograded files from a private course root into the main one."""
+    from nbgrader.api import MissingEntry
+
+    with gradebook(temp) as src, gradebook(root) as dst:
+        dst.update_or_create_student(student)
+        try:
+            done = src.find_submission(assignment, student)
+        except MissingEntry:
+            done = None
+        target = dst.update_or_create_submission(assignment, student, timestamp=done.timestamp if done else None)
+        for notebook in target.notebooks:
+            for grade in notebook.grades:
+                old = done and src.find_grade(grade.name, notebook.name, assignment, student)
+                grade.auto_score = old.auto_score if old else 0.0
+                grade.needs_manual_grade = old.needs_manual_grade if old else True
+            for comment in notebook.comments:
+                old = done and src.find_comment(comment.name, notebook.name, assignment, student)
+                comment.auto_comment = old.auto_comment if old else None
+        dst.db.commit()
+    graded = temp / "autograded" / student / assignment
+    dest = Path(root) / "autograded" / student / assignment
+    if graded.exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(graded, dest)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def write_problems(root, assignment, problems):
+    """reports/ASSIGNMENT/problems.csv: the rows of re-graded students are replaced, the others kept."""
+    path = Path(root) / "reports" / assignment / "problems.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if path.exists():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["student"] not in problems]
+    rows += [{"student": s, "problem": p} for s, found in problems.items() for p in found]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["student", "problem"])
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: r["student"]))
+    return path
+
+
+def autograde(root, assignment, student=None, jobs=1, timeout=None):
+    """Grade the whole batch (or one student, leaving the others untouched); return {student: problems}."""
+    root = Path(root)
+    students = [student] if student else sorted(p.parent.name for p in (root / "submitted").glob(f"*/{assignment}"))
+    if not students:
+        sys.exit(f"no submissions in submitted/*/{assignment}/: run `collect` first")
+    from sqlalchemy.exc import SAWarning
+
+    warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own session warnings, harmless
+    start, problems = time.perf_counter(), {}
+    bar = tqdm(total=len(students), desc=f"autograde {assignment}", unit="submission")
+    if jobs <= 1:
+        for s in students:
+            problems[s] = grade_safely(root, assignment, s, timeout)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(jobs) as pool:
+            futures = {pool.submit(grade_in_temp_root, root, assignment, s, timeout): s for s in students}
+            for future in as_completed(futures):
+                s = futures[future]
+                temp, problems[s] = future.result()
+                merge_grades(temp, root, assignment, s)  # one writer: this process, one student at a time
+                bar.update()
+    bar.close()
+    seconds = time.perf_counter() - start
+    path = write_problems(root, assignment, problems)
+    print(f"graded {len(students)} submissions in {seconds:.0f} s ({60 * len(students) / seconds:.1f} per minute)")
+    for s in students:
+        for p in problems[s]:
+            print(f"  {s}: {p}")
+    print(f"problems: {path.relative_to(root)}")
+    return problems
+
+
+# --- feedback, export, summary --------------------------------------------------------------------------------
+
+def hidden_lines(root, assignment):
+    """The non-empty lines of every hidden-test block in the assignment's source notebooks."""
+    from autograde_tests.integrity import HIDDEN_BEGIN, HIDDEN_END
+
+    lines = set()
+    for path in (Path(root) / "solutions" / assignment).glob("*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            inside = False
+            for line in cell.source.splitlines():
+                inside = (inside or line.strip() == HIDDEN_BEGIN) and line.strip() != HIDDEN_END
+                if inside and line.strip() and line.strip() != HIDDEN_BEGIN:
+                    lines.add(line.strip())
+    return lines
+
+
+def html_text(path):
+    """The text of an HTML file as a reader sees it (tags removed, entities decoded)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", Path(path).read_text()))
+
+
+def feedback(root, assignment):
+    """feedback/STUDENT/ASSIGNMENT/*.html, then a check that no hidden test line reached any of them."""
+    nbgrader(root, "generate_feedback", assignment, "--force")
+    leaks = []
+    hidden = hidden_lines(root, assignment) | {"BEGIN HIDDEN TESTS", "hidden=True"}
+    pages = sorted((Path(root) / "feedback").glob(f"*/{assignment}/*.html"))
+    for page in pages:
+        text = html_text(page)
+        leaks += [f"{page}: {line}" for line in hidden if line in text]
+    if leaks:
+        sys.exit("hidden tests leaked into feedback (check GenerateFeedback in nbgrader_config.py):\n"
+                 + "\n".join(leaks))
+    print(f"{len(pages)} feedback pages in feedback/*/{assignment}/, no hidden test in any of them")
+
+
+def export(root, assignment):
+    path = Path(root) / "grades" / f"{assignment}.csv"
+    path.parent.mkdir(exist_ok=True)
+    nbgrader(root, "export", "--to", str(path), "--assignment", f"['{assignment}']")
+    print(f"grades written to {path.relative_to(root)}")
+    return path
+
+
+def summary(root, assignment):
+    """Per graded check: how many submissions lost its points, and the failure message seen most often."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(root)
+    rows = {}
+    with gradebook(root) as gb:
+        for submission in gb.find_assignment(assignment).submissions:
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    row = rows.setdefault(grade.name, {"check": grade.name, "points": grade.max_score, "failed": 0,
+                                                       "submissions": 0})
+                    row["submissions"] += 1
+                    row["failed"] += (grade.score or 0) < grade.max_score
+    messages = collections.defaultdict(collections.Counter)
+    for path in root.glob(f"autograded/*/{assignment}/*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            for out in cell.get("outputs", []):
+                if grade_id in rows and out.get("output_type") == "error":
+                    messages[grade_id][f"{out.ename}: {out.evalue}"[:160]] += 1
+    table = sorted(rows.values(), key=lambda r: -r["failed"])
+    for row in table:
+        row["failed %"] = round(100 * row["failed"] / max(row["submissions"], 1))
+        common = messages[row["check"]].most_common(1)
+        row["most common failure"] = common[0][0].replace("|", "/") if common else ""
+    out = root / "reports" / assignment
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["check", "points", "failed", "submissions", "failed %", "most common failure"]
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(table)
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in table]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(table) + 1.2))
+    ax.barh([r["check"] for r in table][::-1], [r["failed %"] for r in table][::-1], color="C3")
+    ax.set_xlabel("submissions that lost the check's points (%)")
+    ax.set_xlim(0, 100)
+    ax.set_title(f"{assignment}: checks failed most often ({table[0]['submissions'] if table else 0} submissions)")
+    fig.tight_layout()
+    fig.savefig(out / "summary.png", dpi=100)
+    plt.close(fig)
+    print("\n".join(lines))
+    print(f"written: reports/{assignment}/summary.md, summary.csv and summary.png")
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=".", help="course root: the folder with nbgrader_config.py (default: .)")
+    steps = parser.add_subparsers(dest="step", required=True)
+    p = steps.add_parser("release", help="write the student version (and release it to the exchange)")
+    p.add_argument("assignment")
+    p.add_argument("--exchange", action="store_true", help="also copy it to nbgrader's exchange")
+    p = steps.add_parser("collect", help="submissions from an LMS download folder, or from the exchange")
+    p.add_argument("assignment")
+    p.add_argument("folder", nargs="?", help="files named <student>_<notebook>.ipynb (zips allowed)")
+    p = steps.add_parser("autograde", help="grade all submissions, or one student's")
+    p.add_argument("assignment")
+    p.add_argument("--student", help="re-grade only this student; the others are not touched")
+    p.add_argument("--jobs", type=int, default=1, help="grade N submissions at a time (separate gradebooks)")
+    p.add_argument("--timeout", type=int, help="seconds per cell (default: nbgrader_config.py's)")
+    for name, text in [("feedback", "feedback HTML without hidden tests"), ("export", "grades CSV"),
+                       ("summary", "which checks failed most often: table and bar chart")]:
+        steps.add_parser(name, help=text).add_argument("assignment")
+    args = parser.parse_args(argv)
+    root = Path(args.root).resolve()
+    if not (root / "nbgrader_config.py").exists():
+        sys.exit(f"{root} has no nbgrader_config.py: run this from the repo root or pass --root")
+    if args.step == "release":
+        release(root, args.assignment, args.exchange)
+    elif args.step == "collect":
+        collect(root, args.assignment, args.folder)
+    elif args.step == "autograde":
+        autograde(root, args.assignment, args.student, args.jobs, args.timeout)
+    else:
+        {"feedback": feedback, "export": export, "summary": summary}[args.step](root, args.assignment)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # autograde_tests/ from the repo
+    main()

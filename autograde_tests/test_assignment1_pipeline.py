@@ -49,6 +49,21 @@ def nbgrader(root, *args):
     return result
 
 
+def _report(line):
+    print(line)
+
+
+def _show_timings(request):
+    """Print autograde timings past pytest's output capture, so they show in CI's log without -s."""
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is not None:
+        global _report
+
+        def _report(line):
+            with capture.global_and_fixture_disabled():
+                print(f"\n{line}", flush=True)
+
+
 def submit(root, student, nb):
     folder = root / "submitted" / student / ASSIGNMENT
     folder.mkdir(parents=True, exist_ok=True)
@@ -72,7 +87,8 @@ def with_mistake(solution, old, new):
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
+def course(tmp_path_factory, request):
+    _show_timings(request)
     root = tmp_path_factory.mktemp("course")
     shutil.copy(REPO / "nbgrader_config.py", root)
     shutil.copytree(REPO / "solutions", root / "solutions")
@@ -93,7 +109,7 @@ def autograde(root, student, nb):
     start = time.perf_counter()
     nbgrader(root, "autograde", ASSIGNMENT, "--student", student, "--force")
     seconds = time.perf_counter() - start
-    print(f"autograde {student}: {seconds:.1f} s")
+    _report(f"[autograde time] {ASSIGNMENT} {student}: {seconds:.1f} s (budget {AUTOGRADE_SECONDS} s)")
     assert seconds <= AUTOGRADE_SECONDS, f"autograding {student} took {seconds:.0f} s"
     return score(root, student)
 

@@ -285,8 +285,13 @@ def check_ddpm_step(ddpm_step, hidden=False):
             raise AssertionError(f"ddpm_step differs from the reference by {err:.2g} {where}{hint}")
 
 
-def _gaussian_eps_model(alpha_bar, data_std=0.5):
-    """The exact eps-prediction for data ~ N(0, data_std^2 I): sqrt(1 - abar_t) x_t / (abar_t s^2 + 1 - abar_t)."""
+def _gaussian_eps(alpha_bar, mu=0.0, s=0.5, calls=None):
+    """The exact eps-model for data x0 ~ N(mu, s^2 I): eps*(x_t, t) = sqrt(1 - abar_t) (x_t - sqrt(abar_t) mu) / var_t.
+
+    var_t = abar_t s^2 + 1 - abar_t. It checks how it is called (t a LongTensor (B,) inside [0, T)) and, when
+    `calls` is a list, records each call's t so a check can say which timesteps a sampler visited.
+    """
+    T = alpha_bar.shape[0]
     alpha_bar = alpha_bar.double()
 
     def model(x_t, t):
@@ -295,10 +300,22 @@ def _gaussian_eps_model(alpha_bar, data_std=0.5):
                                  f"({x_t.shape[0]},), e.g. torch.full((B,), t, dtype=torch.long); got "
                                  f"{t.dtype if torch.is_tensor(t) else type(t).__name__} "
                                  f"{tuple(t.shape) if torch.is_tensor(t) else ''}")
-        abar = forward.expand_to(alpha_bar[t], x_t)  # (B, 1, ..., 1)
-        return ((1 - abar).sqrt() * x_t / (abar * data_std**2 + 1 - abar)).to(x_t.dtype)
+        if calls is not None:
+            calls.append(int(t[0]))
+        if int(t.min()) < 0 or int(t.max()) >= T:
+            bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
+            raise AssertionError(f"the model was called at t={bad}, outside [0, {T}): the model only knows the "
+                                 f"0-based training steps; t_prev = -1 stands for abar = 1 and is never a model time")
+        abar = alpha_bar[t].reshape(-1, *[1] * (x_t.dim() - 1))  # (B, 1, ..., 1)
+        var_t = abar * s**2 + 1 - abar
+        return ((1 - abar).sqrt() * (x_t.double() - abar.sqrt() * mu) / var_t).to(x_t.dtype)
 
     return model
+
+
+def _gaussian_eps_model(alpha_bar, data_std=0.5):
+    """The exact eps-prediction for data ~ N(0, data_std^2 I): sqrt(1 - abar_t) x_t / (abar_t s^2 + 1 - abar_t)."""
+    return _gaussian_eps(alpha_bar, mu=0.0, s=data_std)
 
 
 def check_ddpm_sample(ddpm_sample, hidden=False):

@@ -15,10 +15,17 @@ import math
 import torch
 
 from autograde_tests.checks import _as_tensor, _call, _gen, _max_err, _schedule, _tol
+from autograde_tests.checks import _gaussian_eps as _exact_eps
 from course_lib import ddim, schedules
 from course_lib.ddim import SPACINGS
 
 DIFFUSERS_TOL = 1e-6  # float64 on both sides: the two samplers agree to ~1e-14; a real mistake is >= 1e-3
+DATA_MEAN = 0.8  # the exact eps-model's data mean: far from 0, so clipping x0 to [-1, 1] always shows
+
+
+def _gaussian_eps(alpha_bar, calls=None):
+    """The exact eps-model of data ~ N(DATA_MEAN, 0.5^2 I) (see checks._gaussian_eps), recording t in `calls`."""
+    return _exact_eps(alpha_bar, mu=DATA_MEAN, s=0.5, calls=calls)
 
 
 def _reference(sched):
@@ -29,34 +36,6 @@ def _reference(sched):
 def _abar_prev(alpha_bar, t_prev):
     """alpha_bar at t_prev, with 1.0 at t_prev = -1 (the clean data), as a 0-dim tensor of alpha_bar's dtype."""
     return alpha_bar[t_prev] if t_prev >= 0 else torch.ones((), dtype=alpha_bar.dtype)
-
-
-def _gaussian_eps(alpha_bar, mu=0.8, s=0.5, calls=None):
-    """The exact eps-model for data x0 ~ N(mu, s^2 I): eps*(x_t, t) = sqrt(1 - abar_t) (x_t - sqrt(abar_t) mu) / var_t.
-
-    var_t = abar_t s^2 + 1 - abar_t. It checks how it is called (t a LongTensor (B,) inside [0, T)) and, when
-    `calls` is a list, records each call's t so a check can say which timesteps a sampler visited.
-    """
-    T = alpha_bar.shape[0]
-    alpha_bar = alpha_bar.double()
-
-    def model(x_t, t):
-        if not torch.is_tensor(t) or t.dtype != torch.long or t.shape != (x_t.shape[0],):
-            raise AssertionError(f"call the model as model(x_t, t) with t a LongTensor of shape (B,) = "
-                                 f"({x_t.shape[0]},), e.g. torch.full((B,), t, dtype=torch.long); got "
-                                 f"{t.dtype if torch.is_tensor(t) else type(t).__name__} "
-                                 f"{tuple(t.shape) if torch.is_tensor(t) else ''}")
-        if calls is not None:
-            calls.append(int(t[0]))
-        if int(t.min()) < 0 or int(t.max()) >= T:
-            bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
-            raise AssertionError(f"the model was called at t={bad}, outside [0, {T}): the model only knows the "
-                                 f"0-based training steps; t_prev = -1 stands for abar = 1 and is never a model time")
-        abar = alpha_bar[t].reshape(-1, *[1] * (x_t.dim() - 1))  # (B, 1, ..., 1)
-        var_t = abar * s**2 + 1 - abar
-        return ((1 - abar).sqrt() * (x_t.double() - abar.sqrt() * mu) / var_t).to(x_t.dtype)
-
-    return model
 
 
 def _shown(ts):

@@ -8,22 +8,15 @@ The written answer (section 8) is a manually graded cell worth 2 points. nbgrade
 but autograde gives it no score until a person grades it, so the solution autogrades to (20, 22), not (22, 22):
 asserting that exact pair shows the manual cell neither breaks the totals nor gets points by itself.
 """
-import os
-import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import nbformat
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from autograde_tests.pipeline import Course, uncaptured_print, with_mistake
+
 ASSIGNMENT = "assignment2"
 AUTO_SCORE = 20.0  # the autograded cells
 MANUAL_POINTS = 2.0  # the written answer, graded by hand
 MAX_SCORE = AUTO_SCORE + MANUAL_POINTS
-AUTOGRADE_SECONDS = 60  # per submission, on a 2-core CPU
 
 # name: (line in the solution, the student's version, expected score). Points: ddim_sigma 2, make_timesteps 3,
 # ddim_step 3, ddim_sample (eta > 0) 3, determinism at eta = 0 2, beside diffusers 1 (eta = 0 and 0.5),
@@ -80,70 +73,14 @@ MISTAKES = {
 }
 
 
-def nbgrader(root, *args):
-    env = {**os.environ, "COURSE_ROOT": str(REPO),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-           # nbgrader starts `alembic` by name: take it from this Python's environment, activated or not
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    exe = [sys.executable, "-m", "nbgrader"]
-    result = subprocess.run([*exe, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def _report(line):
-    print(line)
-
-
-def _show_timings(request):
-    """Print autograde timings past pytest's output capture, so they show in CI's log without -s."""
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if capture is not None:
-        global _report
-
-        def _report(line):
-            with capture.global_and_fixture_disabled():
-                print(f"\n{line}", flush=True)
-
-
-def submit(root, student, nb):
-    folder = root / "submitted" / student / ASSIGNMENT
-    folder.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, folder / f"{ASSIGNMENT}.ipynb")
-
-
-def score(root, student):
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
-        submission = gb.find_submission(ASSIGNMENT, student)
-        return submission.score, submission.max_score
-
-
-def with_mistake(solution, old, new):
-    nb = nbformat.from_dict(solution)
-    hits = [cell for cell in nb.cells if old in cell.source]
-    assert len(hits) == 1 and hits[0].source.count(old) == 1, f"{old!r} should occur once in the solution"
-    hits[0].source = hits[0].source.replace(old, new)
-    return nb
-
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory, request):
-    _show_timings(request)
-    root = tmp_path_factory.mktemp("course")
-    shutil.copy(REPO / "nbgrader_config.py", root)
-    shutil.copytree(REPO / "solutions", root / "solutions")
-    nbgrader(root, "generate_assignment", ASSIGNMENT, "--force")
-    return root
-
-
-def solution_nb(root):
-    return nbformat.read(root / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    return Course(tmp_path_factory.mktemp("course"), ASSIGNMENT, report=uncaptured_print(request))
 
 
 def test_release_has_no_solutions_or_hidden_tests(course):
-    text = (course / "notebooks" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text()
+    text = (course.root / "notebooks" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text()
     for marker in ["BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "hidden=True", "Rubric", "Model answer",
                    "beta_t.sqrt()", "sorted(ts, reverse=True)", "for i in range(S)]", "sigma_t * noise",
                    "reversed(timesteps)", "theta.sin() > 1e-6", "((x0_rec - x0) ** 2)"]:
@@ -156,34 +93,23 @@ def test_release_has_no_solutions_or_hidden_tests(course):
 
 
 def test_every_mistake_is_one_line_of_the_solution(course):
-    solution = solution_nb(course)
+    solution = course.notebook("solutions")
     for name, (old, new, _) in MISTAKES.items():
         assert "\n" not in old.strip("\n") and "\n" not in new.strip("\n"), name
         with_mistake(solution, old, new)  # asserts that `old` occurs exactly once
 
 
-def autograde(root, student, nb):
-    submit(root, student, nb)
-    start = time.perf_counter()
-    nbgrader(root, "autograde", ASSIGNMENT, "--student", student, "--force")
-    seconds = time.perf_counter() - start
-    _report(f"[autograde time] {ASSIGNMENT} {student}: {seconds:.1f} s (budget {AUTOGRADE_SECONDS} s)")
-    assert seconds <= AUTOGRADE_SECONDS, f"autograding {student} took {seconds:.0f} s"
-    return score(root, student)
-
-
 def test_solution_gets_full_marks(course):
     # full marks for everything a machine grades; the written answer waits for a person (see the docstring)
-    assert autograde(course, "solution", solution_nb(course)) == (AUTO_SCORE, MAX_SCORE)
+    assert course.autograde("solution", course.notebook("solutions")) == (AUTO_SCORE, MAX_SCORE)
 
 
 def test_blank_release_gets_zero(course):
-    nb = nbformat.read(course / "notebooks" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    assert autograde(course, "blank", nb) == (0.0, MAX_SCORE)
+    assert course.autograde("blank", course.notebook("notebooks")) == (0.0, MAX_SCORE)
 
 
 @pytest.mark.parametrize("name", list(MISTAKES))
 def test_mistake_loses_exactly_its_points(course, name):
     old, new, expected = MISTAKES[name]
     student = name.replace("_", "-")
-    assert autograde(course, student, with_mistake(solution_nb(course), old, new)) == (expected, MAX_SCORE)
+    assert course.autograde(student, with_mistake(course.notebook("solutions"), old, new)) == (expected, MAX_SCORE)

@@ -16,7 +16,8 @@ import nbformat
 import pytest
 
 from autograde_tests.faults import load_grade_script, quick
-from autograde_tests.test_assignment1_pipeline import MISTAKES, with_mistake
+from autograde_tests.pipeline import with_mistake
+from autograde_tests.test_assignment1_pipeline import MISTAKES
 
 REPO = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "assignment1"

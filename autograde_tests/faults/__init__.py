@@ -13,7 +13,8 @@ from pathlib import Path
 
 import nbformat
 
-from autograde_tests.test_assignment1_pipeline import MISTAKES, with_mistake
+from autograde_tests.pipeline import with_mistake
+from autograde_tests.test_assignment1_pipeline import MISTAKES
 
 
 def load_grade_script():

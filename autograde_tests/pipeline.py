@@ -38,13 +38,19 @@ def with_mistake(solution, old, new):
     return nb
 
 
+def copy_course(root):
+    """Make `root` a course root: nbgrader_config.py and solutions/ copied from the repo. Returns root as a Path."""
+    root = Path(root)
+    shutil.copy(REPO / "nbgrader_config.py", root)
+    shutil.copytree(REPO / "solutions", root / "solutions")
+    return root
+
+
 class Course:
     """A fresh course root with `assignment` released; `autograde` submits a notebook and returns its score."""
 
     def __init__(self, root, assignment, report=print):
-        self.root, self.assignment, self.report = Path(root), assignment, report
-        shutil.copy(REPO / "nbgrader_config.py", self.root)
-        shutil.copytree(REPO / "solutions", self.root / "solutions")
+        self.root, self.assignment, self.report = copy_course(root), assignment, report
         nbgrader(self.root, "generate_assignment", assignment, "--force")
 
     def notebook(self, folder):

@@ -5,7 +5,6 @@ instructor something, a problem report that says so; the batch yields exactly 20
 submissions kill their kernel and two are not notebooks. Built from solutions/assignment1 at test time.
 """
 import csv
-import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 
 from autograde_tests import integrity
 from autograde_tests.faults import FAULTS, find, load_grade_script, quick, write_submission
+from autograde_tests.pipeline import copy_course
 
 REPO = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "assignment1"
@@ -33,9 +33,7 @@ def scores(root):
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
-    shutil.copy(REPO / "nbgrader_config.py", root)
-    shutil.copytree(REPO / "solutions", root / "solutions")
+    root = copy_course(tmp_path_factory.mktemp("course"))
     grade.release(root, ASSIGNMENT)
     solution = nbformat.read(root / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
     release = nbformat.read(root / "notebooks" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)

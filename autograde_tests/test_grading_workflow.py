@@ -7,7 +7,6 @@ temporary exchange root. Two students: s1 hands in the solution, s2 one visible 
 import csv
 import getpass
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +15,9 @@ import nbformat
 import pytest
 
 from autograde_tests.faults import load_grade_script, quick
-from autograde_tests.pipeline import with_mistake
+from autograde_tests.pipeline import copy_course, with_mistake
 from autograde_tests.test_assignment1_pipeline import MISTAKES
 
-REPO = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "assignment1"
 pytestmark = [pytest.mark.timeout(600),  # the first test also pays for the module's shared batch
               pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")]  # inside nbgrader's api
@@ -32,9 +30,7 @@ HIDDEN_ONLY = ("return torch.linspace(beta_start, beta_end, T, dtype=torch.float
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
-    shutil.copy(REPO / "nbgrader_config.py", root)
-    shutil.copytree(REPO / "solutions", root / "solutions")
+    root = copy_course(tmp_path_factory.mktemp("course"))
     grade.release(root, ASSIGNMENT)
     solution = nbformat.read(root / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
     lms = tmp_path_factory.mktemp("lms-download")

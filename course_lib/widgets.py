@@ -5,12 +5,15 @@
     ddim_explorer(model, schedule, x_T)  eta, S = num_steps and spacing: samples from course_lib.ddim
 
 Every explorer has a `draw_*` function that returns one matplotlib Figure for given settings (the
-widget's callback, and what tests call). An explorer first displays that figure at its default values,
-so a notebook viewed without a widget frontend (nbconvert, a static viewer) still shows a plot, and
-then returns the `ipywidgets.interactive` widget. With static=True, or outside a Jupyter kernel, it
-returns the default figure only. Figures are built with matplotlib.figure.Figure, not pyplot, so
-they never pile up in pyplot's list of open figures.
+widget's callback, and what tests call). An explorer returns an `ipywidgets.interactive` whose display
+also carries a PNG of the figure at its default values: JupyterLab shows the live widget once, and a
+notebook viewed without a widget frontend (nbconvert, a static viewer, a PDF) still shows a plot.
+With static=True, or outside a Jupyter kernel, it returns the default Figure itself. Figures are built
+with matplotlib.figure.Figure, not pyplot, so they never pile up in pyplot's list of open figures.
 """
+import base64
+import io
+
 import torch
 from matplotlib.figure import Figure
 
@@ -31,21 +34,44 @@ def in_kernel():
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def _explore(draw, defaults, controls, static):
-    """Display draw(**defaults), then return an interactive widget over `controls` (or the figure if static)."""
+def _explore(draw, controls, static):
+    """An ipywidgets.interactive over `controls` (widgets holding the default values) whose callback
+    displays draw(**values); with static (automatic outside a kernel), draw(**defaults) itself.
+
+    The widget's display bundle also carries a PNG of its first figure: JupyterLab renders only the
+    live widget, and a frontend without widgets (nbconvert, a static viewer, a PDF) shows the PNG.
+    """
     if static is None:
         static = not in_kernel()
     if static:
-        return draw(**defaults)
+        return draw(**{name: control.value for name, control in controls.items()})
     import ipywidgets as widgets
     from IPython.display import display
 
-    display(draw(**defaults))  # the static preview, seen even where widgets are not rendered
+    class Explorer(widgets.interactive):
+        preview = None  # the Figure at the default values
+
+        def _repr_mimebundle_(self, **kwargs):
+            data = super()._repr_mimebundle_(**kwargs)
+            if self.preview is not None:
+                data["image/png"] = _png_base64(self.preview)
+            return data
+
+    figures = []
 
     def show(**kwargs):
-        display(draw(**kwargs))
+        figures.append(draw(**kwargs))
+        display(figures[-1])
 
-    return widgets.interactive(show, **controls)
+    explorer = Explorer(show, **controls)  # draws once at the default values
+    explorer.preview = figures[0]
+    return explorer
+
+
+def _png_base64(fig):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=72)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _is_points(x):
@@ -86,8 +112,10 @@ def schedule_explorer(static=None):
 
     Returns an ipywidgets.interactive, or with static=True (automatic outside a kernel) the Figure.
     """
-    controls = {"name": list(SCHEDULE_NAMES), "T": (10, 2000, 10)}
-    return _explore(draw_schedule, {"name": "linear", "T": 1000}, controls, static)
+    import ipywidgets as widgets
+    controls = {"name": widgets.Dropdown(options=list(SCHEDULE_NAMES), value="linear", description="name"),
+                "T": widgets.IntSlider(value=1000, min=10, max=2000, step=10, description="T")}
+    return _explore(draw_schedule, controls, static)
 
 
 # 2. the forward process -----------------------------------------------------------------------------
@@ -119,7 +147,7 @@ def forward_scrubber(x0, schedule, t=0, seed=0, static=None):
 
     import ipywidgets as widgets
     slider = widgets.IntSlider(value=t, min=0, max=schedule.T - 1, step=1, description="t")
-    return _explore(draw, {"t": t}, {"t": slider}, static)
+    return _explore(draw, {"t": slider}, static)
 
 
 # 3. DDIM sampling -------------------------------------------------------------------------------------
@@ -158,4 +186,4 @@ def ddim_explorer(model, schedule, x_T, eta=0.0, num_steps=20, spacing="trailing
                                        continuous_update=False),
         "spacing": widgets.Dropdown(options=list(SPACINGS), value=spacing, description="spacing"),
     }
-    return _explore(draw, {"eta": eta, "num_steps": num_steps, "spacing": spacing}, controls, static)
+    return _explore(draw, controls, static)

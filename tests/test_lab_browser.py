@@ -170,6 +170,15 @@ def test_notebook01_runs_in_jupyterlab(sync_playwright, lab_server, tmp_path):
                                   ".widget-hslider")
             slider.first.wait_for(state="attached", timeout=60_000)
             assert slider.count() >= 1, "no ipywidgets slider rendered in the notebook"
+            # The schedule explorer shows its plot once: the widget's own, not also the static PNG preview.
+            images = (
+                "() => { const cell = window.jupyterapp.shell.currentWidget.content.widgets.find(c =>"
+                " c.model.type === 'code' && c.model.sharedModel.getSource().trim() === 'schedule_explorer()');"
+                " cell.node.scrollIntoView(); return cell.node.querySelectorAll('.jp-OutputArea-output img').length; }")
+            page.wait_for_function("() => (" + images + ")() >= 1", timeout=60_000, polling=500)
+            page.wait_for_timeout(500)
+            count = page.evaluate(images)
+            assert count == 1, f"schedule_explorer() shows {count} plots in JupyterLab; expected 1, the widget's"
             slider.first.scroll_into_view_if_needed()
             page.wait_for_timeout(1000)  # let the plots next to the widget finish drawing
             page.screenshot(path=str(screenshot))

@@ -1,4 +1,6 @@
 """course_lib.widgets: explorers build without a frontend, their callbacks draw figures, static mode draws one."""
+import base64
+
 import ipywidgets
 import pytest
 import torch
@@ -84,3 +86,16 @@ def test_ddim_explorer(schedule, tiny_model):
     assert has_plot(ddim_explorer(tiny_model, schedule, x_T, num_steps=5, static=True))
     with pytest.raises(ValueError, match="num_steps"):
         ddim_explorer(tiny_model, schedule, x_T, num_steps=500, static=True)
+
+
+def test_widget_display_carries_a_static_preview(schedule):
+    """One display bundle: the live widget for JupyterLab and a PNG of the default figure for everything else."""
+    w = forward_scrubber(two_moons(64), schedule, t=30, static=False)
+    assert isinstance(w.preview, Figure) and "t = 30" in w.preview.axes[0].get_title()
+    bundle = w._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle, "the live widget must stay in the bundle"
+    png = base64.b64decode(bundle["image/png"])
+    assert png.startswith(b"\x89PNG"), "the static fallback must be a PNG image"
+    w.children[0].value = 60  # moving the slider redraws inside the widget; the preview stays the default
+    assert "t = 30" in w.preview.axes[0].get_title()
+    assert schedule_explorer(static=False).children[1].value == 1000, "the T slider must start at T = 1000"

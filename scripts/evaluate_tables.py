@@ -51,7 +51,7 @@ from course_lib.plots import image_grid  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_PATH = ROOT / "course_lib" / "data" / "mnist_unet28.pt"
 FULL_OUT, QUICK_OUT = ROOT / "results" / "ddim_tables", ROOT / "results" / "ddim_tables_quick"
-FULL = dict(samples=500, steps="10,20,50,100,1000", etas="0,0.2,0.5,1", recon_digits=64,
+FULL = dict(samples=250, steps="10,20,50,100,1000", etas="0,0.2,0.5,1", recon_digits=64,
             recon_steps="10,20,50,100,200,500,1000", ddpm=True, out=FULL_OUT)
 QUICK = dict(samples=100, steps="10,20,50", etas="0,1", recon_digits=16, recon_steps="10,50", ddpm=False,
              out=QUICK_OUT)
@@ -70,7 +70,7 @@ def parse_args(argv=None):
     """Parse the command line; --quick fills every option not given explicitly with the lecture-sized values."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="lecture-sized run into results/ddim_tables_quick/")
-    parser.add_argument("--samples", type=int, help="N samples per Table 1 setting (full: 500, quick: 100)")
+    parser.add_argument("--samples", type=int, help="N samples per Table 1 setting (full: 250, quick: 100)")
     parser.add_argument("--steps", help="comma-separated S for Table 1 (full: 10,20,50,100,1000)")
     parser.add_argument("--etas", help="comma-separated eta for Table 1 (full: 0,0.2,0.5,1)")
     parser.add_argument("--recon-digits", type=int, help="M held-out digits for Table 2 (full: 64, quick: 16)")

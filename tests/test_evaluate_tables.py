@@ -110,7 +110,7 @@ def test_quick_and_full_runs_write_to_different_folders(evaluate):
     assert quick.out != full.out and quick.out.resolve() == evaluate.QUICK_OUT.resolve()
     assert full.out.resolve() == evaluate.FULL_OUT.resolve()
     assert (quick.samples, quick.steps, quick.etas, quick.recon_digits) == (100, [10, 20, 50], [0.0, 1.0], 16)
-    assert (full.samples, full.steps, full.etas) == (500, [10, 20, 50, 100, 1000], [0.0, 0.2, 0.5, 1.0])
+    assert (full.samples, full.steps, full.etas) == (250, [10, 20, 50, 100, 1000], [0.0, 0.2, 0.5, 1.0])
     assert full.recon_steps == [10, 20, 50, 100, 200, 500, 1000] and full.ddpm and not quick.ddpm
     assert evaluate.parse_args(["--quick", "--samples", "7"]).samples == 7, "explicit options beat --quick"
     with pytest.raises(SystemExit):

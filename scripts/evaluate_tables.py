@@ -439,7 +439,7 @@ def write_samples(out, done, args):
     ax.set_xticks([])
     ax.set_title("the same x_T in every row; DDIM rows have eta = 0", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "samples.png", dpi=100)
+    fig.savefig(out / "samples.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -471,7 +471,15 @@ def findings(done, args):
                          f"(the paper: 10x to 50x). Target: S <= 50; " + ("met." if reach[0] <= 50 else "NOT met."))
         else:
             lines.append(f"- DDIM (eta = 0) does not reach the FID of {ddpm_T}-step DDPM fixed-large ({ddpm['fid']:.2f}) "
-                         f"at any S tried (best {min(ddim[(0.0, S)]['fid'] for S in zero):.2f}); target S <= 50 NOT met.")
+                         f"at any S tried (best {min(ddim[(0.0, S)]['fid'] for S in zero):.2f}); target S <= 50 NOT met. "
+                         "Nor does it in the paper on CIFAR-10: its best eta = 0 FID is 4.04 (S = 1000) against "
+                         "3.17 for 1000-step DDPM with sigma-hat.")
+    if len(zero) > 1 and max(zero) >= 10 * min(zero):
+        S_max = max(zero)
+        close = [S for S in zero if ddim[(0.0, S)]["fid"] <= 1.1 * ddim[(0.0, S_max)]["fid"]]
+        lines.append(f"- Consistency of eta = 0: S = {close[0]} comes within 10 % of its own S = {S_max} FID "
+                     f"({ddim[(0.0, close[0])]['fid']:.2f} against {ddim[(0.0, S_max)]['fid']:.2f}), "
+                     f"{S_max // close[0]}x fewer model calls (the paper, CIFAR-10: S = 100, 4.16 against 4.04).")
     for S in sorted({S for (_, S) in ddim}):
         etas = sorted(eta for (eta, s) in ddim if s == S)
         if len(etas) > 1:

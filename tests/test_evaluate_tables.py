@@ -133,3 +133,34 @@ def test_cache_keys_change_with_model_setting_n_and_seed(evaluate):
         assert other_keys.isdisjoint(keys)
     costs = [job["cost"] for job in evaluate.make_jobs(evaluate.parse_args([]), "a" * 64, "c" * 64)]
     assert costs == sorted(costs), "cheap settings must come first"
+
+
+COMMITTED = SCRIPT.parent.parent / "results" / "ddim_tables"
+
+
+def test_committed_tables_belong_to_the_shipped_model_and_reproduce(evaluate, tmp_path):
+    """The committed results are complete, were made from the shipped checkpoint (same sha256), and the cheap
+    part of them (baselines, DDIM eta = 0 at S = 10, inversion at S = 10) comes out the same when re-run here."""
+    full = evaluate.parse_args([])
+    model, committed = full.model, read_csv(COMMITTED / "table1.csv")
+    settings = {(r["sampler"], r["eta"], r["num_steps"]) for r in committed}
+    expected = {("ddim", str(eta), str(S)) for eta in full.etas for S in full.steps}
+    expected |= {("real_test", "", ""), ("noise", "", ""), ("ddpm_fixed_large", "", "1000")}
+    assert settings == expected, f"results/ddim_tables/table1.csv is incomplete: missing {expected - settings}"
+    assert {r["samples"] for r in committed} == {str(full.samples)}
+    sha = evaluate.sha256_of(model)
+    assert {r["model_sha256"] for r in committed} == {sha}, (
+        "results/ddim_tables/ was made from another model: re-run `python scripts/evaluate_tables.py` after training")
+    table2 = read_csv(COMMITTED / "table2.csv")
+    assert [int(r["num_steps"]) for r in table2] == full.recon_steps and {r["model_sha256"] for r in table2} == {sha}
+
+    out = tmp_path / "recheck"
+    evaluate.main(["--steps", "10", "--etas", "0", "--recon-steps", "10", "--no-ddpm", "--device", "cpu",
+                   "--out", str(out)])
+    fresh = {(r["sampler"], r["eta"], r["num_steps"]): r for r in read_csv(out / "table1.csv")}
+    for key in [("real_test", "", ""), ("noise", "", ""), ("ddim", "0.0", "10")]:
+        old = next(r for r in committed if (r["sampler"], r["eta"], r["num_steps"]) == key)
+        assert float(fresh[key]["fid"]) == pytest.approx(float(old["fid"]), rel=1e-2, abs=1e-2), key
+        assert float(fresh[key]["kid"]) == pytest.approx(float(old["kid"]), rel=1e-2, abs=1e-3), key
+    recon = read_csv(out / "table2.csv")[0]
+    assert float(recon["mse"]) == pytest.approx(float(table2[0]["mse"]), rel=1e-2)

@@ -57,14 +57,16 @@ def _explore(draw, controls, static):
                 data["image/png"] = _png_base64(self.preview)
             return data
 
-    figures = []
+    first = []  # only the first figure is kept: later ones live in the widget's output and are let go
 
     def show(**kwargs):
-        figures.append(draw(**kwargs))
-        display(figures[-1])
+        fig = draw(**kwargs)
+        if not first:
+            first.append(fig)
+        display(fig)
 
     explorer = Explorer(show, **controls)  # draws once at the default values
-    explorer.preview = figures[0]
+    explorer.preview = first[0]
     return explorer
 
 

@@ -135,14 +135,11 @@ def test_cache_keys_change_with_model_setting_n_and_seed(evaluate):
     assert costs == sorted(costs), "cheap settings must come first"
 
 
-COMMITTED = SCRIPT.parent.parent / "results" / "ddim_tables"
-
-
 def test_committed_tables_belong_to_the_shipped_model_and_reproduce(evaluate, tmp_path):
     """The committed results are complete, were made from the shipped checkpoint (same sha256), and the cheap
     part of them (baselines, DDIM eta = 0 at S = 10, inversion at S = 10) comes out the same when re-run here."""
     full = evaluate.parse_args([])
-    model, committed = full.model, read_csv(COMMITTED / "table1.csv")
+    model, committed = full.model, read_csv(evaluate.FULL_OUT / "table1.csv")
     settings = {(r["sampler"], r["eta"], r["num_steps"]) for r in committed}
     expected = {("ddim", str(eta), str(S)) for eta in full.etas for S in full.steps}
     expected |= {("real_test", "", ""), ("noise", "", ""), ("ddpm_fixed_large", "", "1000")}
@@ -151,7 +148,7 @@ def test_committed_tables_belong_to_the_shipped_model_and_reproduce(evaluate, tm
     sha = evaluate.sha256_of(model)
     assert {r["model_sha256"] for r in committed} == {sha}, (
         "results/ddim_tables/ was made from another model: re-run `python scripts/evaluate_tables.py` after training")
-    table2 = read_csv(COMMITTED / "table2.csv")
+    table2 = read_csv(evaluate.FULL_OUT / "table2.csv")
     assert [int(r["num_steps"]) for r in table2] == full.recon_steps and {r["model_sha256"] for r in table2} == {sha}
 
     out = tmp_path / "recheck"

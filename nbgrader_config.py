@@ -4,7 +4,9 @@ Source notebooks (with solutions and hidden tests) live in solutions/<assignment
 `nbgrader generate_assignment assignment1` writes the student version to notebooks/assignment1/.
 The gradebook (gradebook.db) and the submitted/, autograded/ and feedback/ folders are created next to
 this file when grading; autograde_tests/ runs the whole pipeline in a temporary copy instead.
-The grading safeguards (autograde_tests/integrity.py) are described in docs/instructor.md.
+Grading runs every submission's kernel in a sandbox (autograde_tests/sandbox.py) and computes the verdicts outside it
+(autograde_tests/judge.py); docs/instructor.md describes what is defended and how. COURSE_GRADING_SANDBOX=0 turns
+the sandbox off (scripts/grade.py --no-sandbox sets it and reports it); without it, and without bwrap, autograde stops.
 """
 import os
 import sys
@@ -20,7 +22,7 @@ if REPO is None:
     REPO = str(Path(course_lib.__file__).resolve().parents[1])
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
-from autograde_tests import integrity  # noqa: E402
+from autograde_tests import integrity, judge, kernel_side  # noqa: E402
 
 c.CourseDirectory.course_id = "diffusion-course"
 c.CourseDirectory.source_directory = "solutions"
@@ -30,18 +32,21 @@ c.CourseDirectory.release_directory = "notebooks"
 c.Execute.kernel_name = "python3"
 c.Execute.timeout = 60  # seconds per cell; an endless loop fails its cell instead of hanging grading
 c.ExecutePreprocessor.timeout = 60
-# Before any student code, the grading kernel limits its address space (a notebook that allocates far too
-# much gets MemoryError in that cell, the machine stays up), caps what one cell may print, and snapshots
-# torch, course_lib and the checks so that replacing them is undone and fails the checks (integrity.py).
+# Autograding: the kernel runs in the sandbox (limits on memory, processes, CPU time: sandbox.LIMITS) and caps what
+# one cell may print (kernel_side.install). Without the sandbox the kernel sets its own memory limit instead.
+SANDBOX = os.environ.get("COURSE_GRADING_SANDBOX", "1") != "0"
 KERNEL_MEMORY_GB = 4.0  # address space, not RSS: torch alone maps ~1 GB
-c.Execute.extra_arguments = [f"--IPKernelApp.exec_lines={integrity.kernel_guard_line(REPO, KERNEL_MEMORY_GB)}"]
+c.JudgedExecute.sandbox = SANDBOX
+c.Execute.extra_arguments = [
+    f"--IPKernelApp.exec_lines={kernel_side.install_line(REPO, None if SANDBOX else KERNEL_MEMORY_GB)}"]
 
 # What a solution region becomes in the student's notebook.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # Autograde. Sanitizing: graded cells get their flags and points back from the gradebook before nbgrader checks
 # checksums (a flipped flag would crash it, nbgrader#1331), and deleted graded cells are put back
-# (nbgrader#1083). Executing: outputs longer than integrity.MAX_OUTPUT_CHARS are truncated, as are many lines.
+# (nbgrader#1083). Executing: judge.JudgedExecute runs the notebook in the sandboxed kernel and writes the verdict of
+# every graded test cell, computed in this process; outputs longer than integrity.MAX_OUTPUT_CHARS are truncated.
 c.OverwriteCells.add_missing_cells = True
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput", "nbgrader.preprocessors.DeduplicateIds",
@@ -49,7 +54,7 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.OverwriteKernelspec", "nbgrader.preprocessors.OverwriteCells",
     "nbgrader.preprocessors.CheckCellMetadata"]
 c.Autograde.autograde_preprocessors = [
-    "nbgrader.preprocessors.Execute", "nbgrader.preprocessors.IgnorePattern",
+    judge.JudgedExecute, "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor", "nbgrader.preprocessors.LimitOutput",
     integrity.limit_output_size,
     "nbgrader.preprocessors.SaveAutoGrades", "nbgrader.preprocessors.AssignLatePenalties",
@@ -58,7 +63,7 @@ c.LimitOutput.max_lines = 1000
 
 # Feedback never shows hidden tests: their source, outputs and tracebacks are stripped (nbgrader#917).
 c.GenerateFeedback.preprocessors = [
-    "nbgrader.preprocessors.GetGrades", integrity.strip_hidden_tests,
+    "nbgrader.preprocessors.GetGrades", integrity.strip_hidden_tests, integrity.sanitize_feedback,
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]
 
 # Collecting from an LMS download (scripts/grade.py collect): files named <student>_<anything>.ipynb, e.g.

@@ -1,29 +1,41 @@
 """Checks that Assignment 1's autograder cells call: each compares a student's function to `course_lib`.
 
-Every reference value is computed here with `course_lib`, never with anything from the student's
-namespace, on fresh inputs the check makes itself. `hidden=False` runs the visible checks (the common
-mistakes, caught early); `hidden=True` runs the ones that decide the grade: other shapes, schedules,
-seeds and dtypes. A failed check raises AssertionError with a message that says what to look at.
+Each check is a generator (autograde_tests/harness.py): it makes fresh inputs, yields a `Call` of the student's
+function and receives its result, then computes the reference with `course_lib` in this process and compares. In a
+student's kernel the call happens right there; while autograding the whole check runs in the grader and only the
+call happens in the sandboxed kernel (autograde_tests/judge.py). `hidden=False` runs the visible checks (the common
+mistakes, caught early); `hidden=True` runs the ones that decide the grade: other shapes, schedules, seeds and
+dtypes. A failed check raises AssertionError with a message that says what to look at.
 
-Tolerances. The reference is computed in float64 from the very `betas` and `alpha_bar` the student's function
-gets (upcast), so a correct float32 implementation differs from it only by float32 rounding (~1e-6 relative);
-the tolerance is 1e-4 for float32 inputs and 1e-8 for float64. Besides the course's schedules the checks use a
-coarse one (T = 10, betas from 0.05 to 0.4), where abar_t and abar_{t-1}, or beta_t and beta_tilde_t, differ
-by far more than any tolerance.
+Tolerances, one principle (docs/instructor.md): a result is compared with the EXACT one, computed in float64 from
+float64 inputs (the float64 schedule of the same name, never the float32 tables upcast), with a tolerance that
+follows from the input dtype's precision and the conditioning of the quantity: `_tol(dtype)` is 1e-8 for float64
+and 1e-4 for float32, and near t = 0, where 1 - abar_t ~ beta_0 ~ 1e-4 and a float32 table carries a relative error
+of eps_32 / (1 - abar_t) in it, `_tol(dtype, schedule, t)` grows to 4 eps_32 / (1 - abar_t). So every algebraically
+equivalent way of writing a formula (beta_t or 1 - alpha_t, abar_t or a cumulative product of the betas) passes
+in every dtype, and the known mistakes, which change results by 1e-2 or more, do not. Besides the course's
+schedules the checks use a coarse one (T = 10, betas from 0.05 to 0.4), where abar_t and abar_{t-1}, or beta_t and
+beta_tilde_t, differ by far more than any tolerance.
 """
 import torch
 import torch.nn.functional as F
 
+from autograde_tests.harness import Call, StudentRaised, check, salted, student_gen
+from autograde_tests.kernel_side import GaussianEps, MLPModel
 from course_lib import ddpm, forward, schedules
 from course_lib.mlp import MLPDenoiser
 
 TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
+EPS = {torch.float64: 2.0**-52, torch.float32: 2.0**-23}
 
 
-def _tol(dtype):
+def _tol(dtype, sched=None, t=None):
+    """The tolerance for a result computed from `dtype` inputs; with (sched, t), widened near t = 0 (see above)."""
     if dtype not in TOL:
         raise AssertionError(f"got dtype {dtype}; the tensors here should be float32 or float64")
-    return TOL[dtype]
+    if sched is None:
+        return TOL[dtype]
+    return max(TOL[dtype], 4 * EPS[dtype] / (1 - sched.alpha_bar.double()[t].item()))
 
 
 def _max_err(actual, expected):
@@ -44,15 +56,6 @@ def _as_tensor(out, name, shape, dtype):
     return out
 
 
-def _call(name, fn, *args):
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise AssertionError(f"{name} is not implemented yet") from None
-    except Exception as e:
-        raise AssertionError(f"{name} raised {type(e).__name__}: {e}") from e
-
-
 def _schedule(name, T, dtype):
     """A NoiseSchedule in `dtype`: 'linear' or 'cosine' from course_lib, or 'coarse' (T steps, betas 0.05 to 0.4)."""
     if name != "coarse":
@@ -61,18 +64,20 @@ def _schedule(name, T, dtype):
 
 
 def _gen(seed):
-    return torch.Generator().manual_seed(seed)
+    """A generator for the check's own inputs; seeds are offset by the grading run's salt (harness.SALT)."""
+    return torch.Generator().manual_seed(salted(seed))
 
 
 # --- schedules ------------------------------------------------------------------------------------------------
 
-def check_linear_betas(linear_betas, hidden=False):
+@check("linear_betas")
+def check_linear_betas(hidden=False):
     """linear_betas(T, beta_start, beta_end) equals course_lib.schedules.linear_betas (float64, (T,))."""
     cases = [(1000, 1e-4, 0.02)] if not hidden else [(10, 1e-3, 0.05), (1, 1e-4, 0.02), (257, 2e-4, 0.03)]
     for T, beta_start, beta_end in cases:
         expected = schedules.linear_betas(T, beta_start, beta_end)
-        out = _as_tensor(_call("linear_betas", linear_betas, T, beta_start, beta_end), "linear_betas",
-                         (T,), torch.float64)
+        out = yield Call("linear_betas", T=T, beta_start=beta_start, beta_end=beta_end)
+        out = _as_tensor(out, "linear_betas", (T,), torch.float64)
         err = _max_err(out, expected)
         if T > 1 and (abs(out[0].item() - beta_start) > 1e-12 or abs(out[-1].item() - beta_end) > 1e-12):
             raise AssertionError(f"linear_betas(T={T}) runs from {out[0].item():.6g} to {out[-1].item():.6g}; "
@@ -81,12 +86,14 @@ def check_linear_betas(linear_betas, hidden=False):
                              f"{err:.2g}; the T values are evenly spaced, both ends included")
 
 
-def check_cosine_betas(cosine_betas, hidden=False):
+@check("cosine_betas")
+def check_cosine_betas(hidden=False):
     """cosine_betas(T, s, max_beta) equals course_lib.schedules.cosine_betas, clipping included."""
     cases = [(1000, 0.008, 0.999)] if not hidden else [(50, 0.008, 0.999), (200, 0.02, 0.5), (7, 0.008, 0.999)]
     for T, s, max_beta in cases:
         expected = schedules.cosine_betas(T, s, max_beta)
-        out = _as_tensor(_call("cosine_betas", cosine_betas, T, s, max_beta), "cosine_betas", (T,), torch.float64)
+        out = yield Call("cosine_betas", T=T, s=s, max_beta=max_beta)
+        out = _as_tensor(out, "cosine_betas", (T,), torch.float64)
         if out.max().item() > max_beta + 1e-12:
             raise AssertionError(f"cosine_betas(T={T}) has a beta of {out.max().item():.6g} > max_beta={max_beta}: "
                                  f"clip every beta at max_beta (alpha_bar(T) is ~0, so the last beta is ~1)")
@@ -98,14 +105,15 @@ def check_cosine_betas(cosine_betas, hidden=False):
             f"f(u) = cos^2((u/T + s)/(1 + s) * pi/2) and 0-based t")
 
 
-def check_alpha_bar_from_betas(alpha_bar_from_betas, hidden=False):
+@check("alpha_bar_from_betas")
+def check_alpha_bar_from_betas(hidden=False):
     """alpha_bar_from_betas(betas) is the cumulative product of alpha_t = 1 - beta_t."""
     cases = [("linear", 1000, torch.float64)] if not hidden else [
         ("cosine", 100, torch.float64), ("linear", 30, torch.float32), ("cosine", 1, torch.float32)]
     for name, T, dtype in cases:
         sched = _schedule(name, T, dtype)
-        out = _as_tensor(_call("alpha_bar_from_betas", alpha_bar_from_betas, sched.betas.clone()),
-                         "alpha_bar_from_betas", (T,), dtype)
+        out = yield Call("alpha_bar_from_betas", betas=sched.betas.clone())
+        out = _as_tensor(out, "alpha_bar_from_betas", (T,), dtype)
         expected = torch.cumprod(1 - sched.betas.double(), 0)
         if T > 1 and out[-1].item() > out[0].item() + 1e-6:
             raise AssertionError("alpha_bar grows with t; alpha_bar_t = prod_{s<=t} (1 - beta_s) shrinks: "
@@ -118,7 +126,8 @@ def check_alpha_bar_from_betas(alpha_bar_from_betas, hidden=False):
 
 # --- forward process and loss -------------------------------------------------------------------------------
 
-def check_q_sample(q_sample, hidden=False):
+@check("q_sample")
+def check_q_sample(hidden=False):
     """q_sample(x0, t, noise, alpha_bar) equals course_lib.forward.add_noise (DDPM eq. 4)."""
     cases = [("linear", 1000, (8, 2), torch.float32, 0)] if not hidden else [
         ("cosine", 500, (6, 1, 4, 4), torch.float64, 1), ("linear", 50, (5, 3), torch.float32, 2)]
@@ -130,8 +139,8 @@ def check_q_sample(q_sample, hidden=False):
         t = torch.randint(0, T, (shape[0],), generator=g)
         t[0], t[1] = 0, T - 1
         expected = forward.add_noise(x0, t, noise, sched)
-        out = _as_tensor(_call("q_sample", q_sample, x0.clone(), t.clone(), noise.clone(), sched.alpha_bar.clone()),
-                         "q_sample", shape, dtype)
+        out = yield Call("q_sample", x0=x0.clone(), t=t.clone(), noise=noise.clone(), alpha_bar=sched.alpha_bar.clone())
+        out = _as_tensor(out, "q_sample", shape, dtype)
         per_sample = ((out - expected).abs().reshape(shape[0], -1).max(1).values
                       / (1 + expected.abs().reshape(shape[0], -1).max(1).values))
         i = int(per_sample.argmax())
@@ -151,25 +160,31 @@ def check_q_sample(q_sample, hidden=False):
             f"({name} schedule, T={T}, x0 of shape {shape}, {dtype}){hint}")
 
 
-def _small_model(data_dim, seed):
+def _small_model(data_dim, seed, dtype):
+    """A seeded MLPDenoiser (as plain weights, so the grading kernel can rebuild it) and the model itself."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return MLPDenoiser(data_dim=data_dim, hidden_dim=32, num_layers=2, time_dim=16)
+        torch.manual_seed(salted(seed))
+        model = MLPDenoiser(data_dim=data_dim, hidden_dim=32, num_layers=2, time_dim=16).to(dtype)
+    return MLPModel(model.config(), {k: v.detach().clone() for k, v in model.state_dict().items()}), model
 
 
-def check_l_simple(l_simple, hidden=False):
+@check("l_simple", depends=("check_q_sample",))
+def check_l_simple(hidden=False):
     """l_simple(model, x0, alpha_bar, t, noise) equals mean((noise - model(x_t, t))^2), DDPM eq. (14)."""
     cases = [("linear", 1000, 16, 2, torch.float32, 0)] if not hidden else [
         ("cosine", 300, 9, 3, torch.float32, 1), ("linear", 100, 4, 5, torch.float64, 2)]
     for name, T, B, D, dtype, seed in cases:
         sched = _schedule(name, T, dtype)
-        model = _small_model(D, seed).to(dtype)
+        weights, model = _small_model(D, seed, dtype)
         g = _gen(seed)
         x0 = torch.randn(B, D, generator=g, dtype=dtype)
         noise = torch.randn(B, D, generator=g, dtype=dtype)
         t = torch.randint(0, T, (B,), generator=g)
-        expected = F.mse_loss(model(forward.add_noise(x0, t, noise, sched), t), noise)
-        out = _call("l_simple", l_simple, model, x0.clone(), sched.alpha_bar.clone(), t.clone(), noise.clone())
+        with torch.no_grad():
+            expected = F.mse_loss(model(forward.add_noise(x0, t, noise, sched), t), noise)
+            unnoised = F.mse_loss(model(x0, t), noise)
+        out = yield Call("l_simple", model=weights, x0=x0.clone(), alpha_bar=sched.alpha_bar.clone(), t=t.clone(),
+                         noise=noise.clone())
         if not torch.is_tensor(out) or out.dim() != 0:
             raise AssertionError(f"l_simple should return a 0-dim tensor (one number for the batch), got "
                                  f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}")
@@ -180,7 +195,7 @@ def check_l_simple(l_simple, hidden=False):
         hint = "; L_simple = mean over all elements of (noise - eps_pred)^2, with x_t from q_sample"
         if abs(ratio - B * D) < 1e-3 * B * D or abs(ratio - B) < 1e-3 * B:
             hint = "; average the squared error (mean), do not sum it"
-        elif abs(out.item() - F.mse_loss(model(x0, t), noise).item()) < 1e-6:
+        elif abs(out.item() - unnoised.item()) < 1e-6:
             hint = "; feed the model the noisy x_t = q_sample(x0, t, noise, alpha_bar), not x0"
         err = abs(out.item() - expected.item()) / (1 + expected.item())
         assert err < _tol(dtype) * 1e-2, (f"l_simple = {out.item():.6g}, expected {expected.item():.6g} ({name} "
@@ -194,34 +209,38 @@ def _step_times(T):
 
 
 def _step_cases(hidden):
-    """(name, T, shape, dtype, schedule, float64 reference schedule, generator) for the one-step checks."""
+    """(name, T, shape, dtype, schedule, exact float64 schedule, generator) for the one-step checks."""
     cases = [("linear", 1000, (8, 2), torch.float32, 0), ("coarse", 10, (8, 2), torch.float32, 0)] if not hidden else [
         ("cosine", 400, (3, 1, 4, 4), torch.float64, 1), ("linear", 60, (5, 3), torch.float32, 2),
         ("coarse", 12, (4, 1, 2, 2), torch.float64, 3)]
     for name, T, shape, dtype, seed in cases:
-        sched = _schedule(name, T, dtype)
-        yield name, T, shape, dtype, sched, schedules.schedule_from_betas(sched.betas, alpha_bar=sched.alpha_bar), _gen(seed)
+        yield name, T, shape, dtype, _schedule(name, T, dtype), _schedule(name, T, torch.float64), _gen(seed)
 
 
-def check_posterior_mean_variance(posterior_mean_variance, hidden=False):
+@check("posterior_mean_variance")
+def check_posterior_mean_variance(hidden=False):
     """posterior_mean_variance(x0, x_t, t, betas, alpha_bar) equals DDPM eq. (7) with beta_tilde_t."""
     for name, T, shape, dtype, sched, ref, g in _step_cases(hidden):
         x0 = torch.randn(shape, generator=g, dtype=dtype)
         x_t = torch.randn(shape, generator=g, dtype=dtype)
         for t in _step_times(T):
-            out = _call("posterior_mean_variance", posterior_mean_variance, x0.clone(), x_t.clone(), t,
-                        sched.betas.clone(), sched.alpha_bar.clone())
+            out = yield Call("posterior_mean_variance", x0=x0.clone(), x_t=x_t.clone(), t=t, betas=sched.betas.clone(),
+                             alpha_bar=sched.alpha_bar.clone())
             if not isinstance(out, tuple) or len(out) != 2:
                 raise AssertionError("posterior_mean_variance should return a pair (mean, variance)")
             mean = _as_tensor(out[0], "posterior_mean_variance's mean", shape, dtype)
+            if not torch.is_tensor(out[1]) and not isinstance(out[1], (int, float)):
+                raise AssertionError(f"the variance should be one number for step t (a 0-dim tensor), got "
+                                     f"{type(out[1]).__name__}")
             variance = torch.as_tensor(out[1]).double()
             if variance.numel() != 1:
                 raise AssertionError(f"the variance should be one number for step t (a 0-dim tensor), got shape "
                                      f"{tuple(variance.shape)}")
             expected_var = ddpm.posterior_variance(t, ref).item()
             where = f"at t={t} ({name} schedule, T={T}, {dtype})"
+            tol = _tol(dtype, ref, t)
             var_err = abs(variance.item() - expected_var) / (expected_var + 1e-6)
-            if var_err > _tol(dtype):
+            if var_err > tol:
                 hint = "; the posterior variance is beta_tilde_t = (1 - abar_{t-1}) / (1 - abar_t) * beta_t"
                 if abs(variance.item() - ref.betas[t].item()) < 1e-6 * (1 + ref.betas[t].item()):
                     hint = ("; that is beta_t (DDPM's 'fixed large' choice); use beta_tilde_t = "
@@ -232,7 +251,7 @@ def check_posterior_mean_variance(posterior_mean_variance, hidden=False):
                                      f"{where}{hint}")
             expected_mean = ddpm.posterior_mean(x0.double(), x_t.double(), t, ref)
             err = _max_err(mean, expected_mean)
-            assert err < _tol(dtype), (
+            assert err < tol, (
                 f"posterior mean differs from the reference by {err:.2g} {where}; mean = sqrt(abar_{{t-1}}) beta_t "
                 f"/ (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_{{t-1}}) / (1 - abar_t) x_t, with abar_{{t-1}} = "
                 f"alpha_bar[t-1] (1.0 at t = 0)")
@@ -243,7 +262,8 @@ def _ddpm_step_ref(eps_pred, x_t, t, ref, noise):
                           None if noise is None else noise.double())
 
 
-def check_ddpm_step(ddpm_step, hidden=False):
+@check("ddpm_step", depends=("check_posterior_mean_variance",))
+def check_ddpm_step(hidden=False):
     """ddpm_step(eps_pred, x_t, t, betas, alpha_bar, noise) equals course_lib.ddpm.ddpm_step (fixed small)."""
     for name, T, shape, dtype, sched, ref, g in _step_cases(hidden):
         eps_pred = torch.randn(shape, generator=g, dtype=dtype)
@@ -253,23 +273,22 @@ def check_ddpm_step(ddpm_step, hidden=False):
             z = noise if t > 0 else None
             where = f"at t={t} ({name} schedule, T={T}, {dtype})"
             try:
-                out = ddpm_step(eps_pred.clone(), x_t.clone(), t, sched.betas.clone(), sched.alpha_bar.clone(),
-                                None if z is None else z.clone())
-            except NotImplementedError:
-                raise AssertionError("ddpm_step is not implemented yet") from None
-            except TypeError as e:
-                if t == 0:
-                    raise AssertionError(f"ddpm_step(..., t=0, noise=None) raised TypeError: {e}. The last step "
-                                         f"t = 0 adds no noise: return the mean without touching `noise`") from None
-                raise
+                out = yield Call("ddpm_step", catch=True, eps_pred=eps_pred.clone(), x_t=x_t.clone(), t=t,
+                                 betas=sched.betas.clone(), alpha_bar=sched.alpha_bar.clone(),
+                                 noise=None if z is None else z.clone())
+            except StudentRaised as e:
+                if t == 0 and "TypeError" in e.mro:
+                    raise AssertionError(f"ddpm_step(..., t=0, noise=None) raised TypeError: {e.message}. The last "
+                                         f"step t = 0 adds no noise: return the mean without touching `noise`") from None
+                raise AssertionError(f"ddpm_step raised {e.type_name}: {e.message} {where}") from None
             out = _as_tensor(out, "ddpm_step", shape, dtype)
             expected = _ddpm_step_ref(eps_pred, x_t, t, ref, z)
             err = _max_err(out, expected)
-            if err < _tol(dtype):
+            tol = _tol(dtype, ref, t)
+            if err < tol:
                 continue
             hint = ("; x0_pred = (x_t - sqrt(1 - abar_t) eps_pred) / sqrt(abar_t) (DDPM eq. 15), then the "
                     "posterior mean of eq. (7), plus sqrt(beta_tilde_t) * noise for t > 0")
-            tol = _tol(dtype)
             mean_only = expected - (ddpm.posterior_variance(t, ref).sqrt() * noise.double() if t > 0 else 0)
             x0_alpha = (x_t.double() - (1 - ref.alphas[t]).sqrt() * eps_pred.double()) / ref.alphas[t].sqrt()
             if _max_err(out, ddpm.posterior_mean(x0_alpha, x_t.double(), t, ref)
@@ -285,60 +304,39 @@ def check_ddpm_step(ddpm_step, hidden=False):
             raise AssertionError(f"ddpm_step differs from the reference by {err:.2g} {where}{hint}")
 
 
-def _gaussian_eps(alpha_bar, mu=0.0, s=0.5, calls=None):
-    """The exact eps-model for data x0 ~ N(mu, s^2 I): eps*(x_t, t) = sqrt(1 - abar_t) (x_t - sqrt(abar_t) mu) / var_t.
-
-    var_t = abar_t s^2 + 1 - abar_t. It checks how it is called (t a LongTensor (B,) inside [0, T)) and, when
-    `calls` is a list, records each call's t so a check can say which timesteps a sampler visited.
-    """
-    T = alpha_bar.shape[0]
-    alpha_bar = alpha_bar.double()
-
-    def model(x_t, t):
-        if not torch.is_tensor(t) or t.dtype != torch.long or t.shape != (x_t.shape[0],):
-            raise AssertionError(f"call the model as model(x_t, t) with t a LongTensor of shape (B,) = "
-                                 f"({x_t.shape[0]},), e.g. torch.full((B,), t, dtype=torch.long); got "
-                                 f"{t.dtype if torch.is_tensor(t) else type(t).__name__} "
-                                 f"{tuple(t.shape) if torch.is_tensor(t) else ''}")
-        if calls is not None:
-            calls.append(int(t[0]))
-        if int(t.min()) < 0 or int(t.max()) >= T:
-            bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
-            raise AssertionError(f"the model was called at t={bad}, outside [0, {T}): the model only knows the "
-                                 f"0-based training steps; t_prev = -1 stands for abar = 1 and is never a model time")
-        abar = alpha_bar[t].reshape(-1, *[1] * (x_t.dim() - 1))  # (B, 1, ..., 1)
-        var_t = abar * s**2 + 1 - abar
-        return ((1 - abar).sqrt() * (x_t.double() - abar.sqrt() * mu) / var_t).to(x_t.dtype)
-
-    return model
+def _gaussian_eps(alpha_bar, mu=0.0, s=0.5, record=False):
+    """The exact eps-model for data x0 ~ N(mu, s^2 I) (kernel_side.GaussianEps), recording t when record=True."""
+    return GaussianEps(alpha_bar, mu=mu, s=s, record=record)
 
 
-def _gaussian_eps_model(alpha_bar, data_std=0.5):
-    """The exact eps-prediction for data ~ N(0, data_std^2 I): sqrt(1 - abar_t) x_t / (abar_t s^2 + 1 - abar_t)."""
-    return _gaussian_eps(alpha_bar, mu=0.0, s=data_std)
+def _ddpm_sample_exact(model, x_T, ref, seed):
+    """course_lib's ddpm_sample in float64 on the exact schedule, with the noise drawn in x_T's dtype (as the
+    student's sampler draws it: torch.randn in float32 and in float64 give different numbers)."""
+    g, x = torch.Generator().manual_seed(seed), x_T.double()
+    for t in range(ref.T - 1, -1, -1):
+        eps_pred = model(x, torch.full((x.shape[0],), t, dtype=torch.long))
+        noise = torch.randn(x.shape, generator=g, dtype=x_T.dtype).double() if t > 0 else None
+        x = ddpm.ddpm_step(eps_pred, x, t, ref, "fixed_small", noise)
+    return x
 
 
-def check_ddpm_sample(ddpm_sample, hidden=False):
+@check("ddpm_sample", depends=("check_ddpm_step",))
+def check_ddpm_sample(hidden=False):
     """ddpm_sample(model, x_T, betas, alpha_bar, generator) equals course_lib.ddpm.ddpm_sample, noise draw for draw."""
     cases = [("linear", 100, (64, 2), torch.float32, 0), ("coarse", 10, (64, 2), torch.float32, 0)] if not hidden else [
         ("cosine", 150, (4, 1, 3, 3), torch.float64, 1), ("linear", 200, (32, 3), torch.float32, 2),
         ("coarse", 10, (8, 1, 2, 2), torch.float64, 3)]
     for name, T, shape, dtype, seed in cases:
         sched = _schedule(name, T, dtype)
-        model = _gaussian_eps_model(schedules.schedule_from_betas(sched.betas, alpha_bar=sched.alpha_bar).alpha_bar)
+        ref = _schedule(name, T, torch.float64)
         x_T = torch.randn(shape, generator=_gen(seed + 100), dtype=dtype)
-        ref = schedules.schedule_from_betas(sched.betas, alpha_bar=sched.alpha_bar).to(dtype=dtype)  # coefficients from the same inputs
-        expected = ddpm.ddpm_sample(model, x_T.clone(), ref, "fixed_small", generator=_gen(seed), progress=False)
-        calls = []
-
-        def counting_model(x_t, t):
-            calls.append(int(t[0]))
-            return model(x_t, t)
-
-        out = _call("ddpm_sample", ddpm_sample, counting_model, x_T.clone(), sched.betas.clone(),
-                    sched.alpha_bar.clone(), _gen(seed))
+        expected = _ddpm_sample_exact(_gaussian_eps(ref.alpha_bar), x_T, ref, salted(seed))
+        model = _gaussian_eps(sched.alpha_bar, record=True)
+        out = yield Call("ddpm_sample", model=model, x_T=x_T.clone(), betas=sched.betas.clone(),
+                         alpha_bar=sched.alpha_bar.clone(), generator=student_gen(seed))
         out = _as_tensor(out, "ddpm_sample", shape, dtype)
         where = f"({name} schedule, T={T}, x_T of shape {shape}, {dtype})"
+        calls = model.calls
         if calls != list(range(T - 1, -1, -1)):
             shown = calls[:3] + ["..."] + calls[-2:] if len(calls) > 5 else calls
             raise AssertionError(f"ddpm_sample called the model at t = {shown} {where}; it must visit every "
@@ -348,12 +346,4 @@ def check_ddpm_sample(ddpm_sample, hidden=False):
                 "(none at t = 0), in the loop's order, and pass it to ddpm_step (check ddpm_step first)")
         if dtype == torch.float64:
             hint += "; with float64 x_T the noise must be drawn with dtype=x.dtype"
-        assert err < _tol(dtype), f"ddpm_sample differs from the reference by {err:.2g} {where}{hint}"
-
-
-# --- integrity ----------------------------------------------------------------------------------------------------
-# Every check_* above runs between two integrity checks: if code in the notebook replaced torch, course_lib or
-# these checks, the replacement is undone and the check fails saying what was replaced (autograde_tests/integrity.py).
-from autograde_tests import integrity as _integrity  # noqa: E402
-
-_integrity.guard_checks(globals())
+        assert err < _tol(dtype, ref, 0), f"ddpm_sample differs from the reference by {err:.2g} {where}{hint}"

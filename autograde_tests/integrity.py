@@ -1,22 +1,19 @@
-"""Grading integrity: a submission earns only the points its own code earns.
+"""GRADER SIDE: what the grader checks about a submission besides its numbers (docs/instructor.md, threat model).
 
-Three layers, each small and each with known limits (docs/instructor.md, "What the grader defends"):
+The verdicts themselves are computed outside the student's kernel (judge.py), which runs in a sandbox
+(sandbox.py); this module holds the rest, all run in the grader's process:
 
 1. `scan_notebook`: a static scan of the cells a student can edit. Code that reaches into the grader
    (assigns to an attribute of torch, course_lib or the checks; touches sys.modules, builtins,
    get_ipython, frames, exec/eval, ctypes, ...) is flagged; scripts/grade.py then scores every graded
-   cell after the first flagged cell 0 and marks it for manual review.
-2. `install_kernel_guard` (run in the grading kernel before any student code, from nbgrader_config.py):
-   a memory limit (RLIMIT_AS), a per-cell cap on printed output, and a snapshot of the functions the
-   checks rely on (torch, course_lib, the check modules, builtins). Before every cell the guard
-   restores anything replaced since; `assert_untampered` (called by every check, before and after it
-   runs) then fails the check with a message saying what was replaced.
+   cell after the first flagged cell 0 and marks it for manual review (a second line of defence and a
+   report: the sandbox and the outside verdict hold without it).
+2. `copied_reference`: solution cells whose code is near-identical to course_lib's implementation.
 3. Plain-function nbgrader preprocessors: `restore_graded_cells` (sanitize: graded cells keep the
    source's flags and points, unknown grade_ids lose theirs), `limit_output_size` (autograde: long
-   outputs are truncated) and `strip_hidden_tests` (feedback: hidden test source and the outputs and
-   tracebacks of hidden tests never reach students, nbgrader#917).
-
-This module imports nothing heavy at the top: the grading kernel imports it before the notebook runs.
+   outputs are truncated), `strip_hidden_tests` (feedback: hidden test source never reaches students,
+   nbgrader#917) and `sanitize_feedback` (feedback: no student-controlled script, event handler or
+   javascript: URL in the HTML).
 """
 import ast
 import re
@@ -114,146 +111,6 @@ def scan_notebook(nb, locked_ids=()):
     return findings
 
 
-# --- 2. the guard inside the grading kernel ------------------------------------------------------------------
-
-_MISSING = object()
-_snapshot = None  # [(name, owner, {key: object}, is_class)]
-_modules = {}  # sys.modules entries as they were: {name: module}
-_tampered = []  # names found replaced so far, in order
-# builtins that IPython itself swaps around each cell (its builtin trap), or that hold the last result
-_IPYTHON_BUILTINS = {"_", "__", "___", "input", "get_ipython", "exit", "quit", "display", "help", "copyright",
-                     "credits", "license", "dreload"}
-
-
-def _is_watched_module(name):
-    return (name in {"torch", "torch.nn.functional", "torch.testing", "math", "builtins", "course_lib"}
-            or name.startswith(("course_lib.", "autograde_tests.")))
-
-
-def take_snapshot():
-    """Remember the functions, classes and modules that checks and references use, as they are now."""
-    global _snapshot
-    _modules.clear()
-    _snapshot = []
-    for name, module in list(sys.modules.items()):
-        if module is None or not _is_watched_module(name) or name == __name__:
-            continue
-        _modules[name] = module
-        saved = {k: v for k, v in vars(module).items() if (callable(v) or type(v).__name__ == "module")
-                 and not (name == "builtins" and k in _IPYTHON_BUILTINS)}
-        _snapshot.append((name, module, saved, False))
-        for k, v in saved.items():  # classes defined by the course (NoiseSchedule, MLPDenoiser, ...)
-            if isinstance(v, type) and getattr(v, "__module__", "") == name and name != "builtins":
-                _snapshot.append((f"{name}.{k}", v, dict(vars(v)), True))
-    import torch
-    _snapshot.append(("torch.Tensor", torch.Tensor, dict(vars(torch.Tensor)), True))
-
-
-def find_tampering(restore=True):
-    """Names replaced since take_snapshot (and restore them); an empty list when nothing was touched."""
-    if _snapshot is None:
-        take_snapshot()
-    changed = []
-    for name, module in _modules.items():
-        if sys.modules.get(name) is not module:
-            changed.append(f"sys.modules[{name!r}]")
-            if restore:
-                sys.modules[name] = module
-    for name, owner, saved, is_class in _snapshot:
-        current = vars(owner)
-        for key, obj in saved.items():
-            if current.get(key, _MISSING) is not obj:
-                changed.append(f"{name}.{key}")
-                if restore:
-                    setattr(owner, key, obj)
-        if is_class:
-            for key in set(current) - set(saved):
-                changed.append(f"{name}.{key}")
-                if restore:
-                    delattr(owner, key)
-    _tampered.extend(n for n in changed if n not in _tampered)
-    return changed
-
-
-def assert_untampered():
-    """Raise AssertionError if code in this kernel ever replaced what the checks rely on (and undo it)."""
-    find_tampering(restore=True)
-    if _tampered:
-        shown = ", ".join(_tampered[:5]) + (f" and {len(_tampered) - 5} more" if len(_tampered) > 5 else "")
-        raise AssertionError(f"{TAMPER_MARK} this notebook replaced {shown}. Checks compare your functions to "
-                             f"course_lib with the originals restored, but from then on every check scores 0 and "
-                             f"the instructor reviews the notebook: do not assign to torch, course_lib or the checks")
-
-
-def guard_checks(namespace):
-    """Wrap every check_* function of a checks module so that it calls assert_untampered before and after."""
-    import functools
-
-    def guarded(check):
-        @functools.wraps(check)
-        def run(*args, **kwargs):
-            assert_untampered()
-            result = check(*args, **kwargs)
-            assert_untampered()
-            return result
-        return run
-
-    for name, fn in list(namespace.items()):
-        if name.startswith("check_") and callable(fn) and not hasattr(fn, "__wrapped__"):
-            namespace[name] = guarded(fn)
-
-
-class _CappedStream:
-    """A stdout/stderr that passes on at most `limit` characters per cell, then one notice."""
-
-    def __init__(self, stream, limit):
-        self._stream, self.limit, self.written = stream, limit, 0
-
-    def write(self, text):
-        if self.written < self.limit:
-            kept = text[:self.limit - self.written]
-            self._stream.write(kept)
-            if len(kept) < len(text):
-                self._stream.write(f"\n{TRUNCATED_MARK} this cell printed more than {self.limit} characters]\n")
-        self.written += len(text)
-        return len(text)
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
-def install_kernel_guard(memory_gb=4.0, max_output_chars=MAX_OUTPUT_CHARS):
-    """Run in the grading kernel before the notebook: memory limit, output cap, snapshot, pre-cell restore."""
-    import importlib
-    import pkgutil
-    import resource
-
-    limit = int(memory_gb * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # soft = hard: student code cannot raise it
-    import torch  # noqa: F401 (imported here so that the snapshot holds the originals)
-    import course_lib  # noqa: F401
-    import autograde_tests
-    for info in pkgutil.iter_modules(autograde_tests.__path__):
-        if info.name.startswith("checks"):
-            importlib.import_module(f"autograde_tests.{info.name}")
-    take_snapshot()
-    sys.stdout = _CappedStream(sys.stdout, max_output_chars)
-    sys.stderr = _CappedStream(sys.stderr, max_output_chars)
-
-    def before_cell(*args):
-        sys.stdout.written = sys.stderr.written = 0
-        if find_tampering(restore=True):
-            print(f"{TAMPER_MARK} replaced objects restored: {', '.join(_tampered)}", file=sys.stderr)
-
-    get_ipython().events.register("pre_run_cell", before_cell)  # noqa: F821 (this runs inside IPython)
-
-
-def kernel_guard_line(repo, memory_gb, max_output_chars=MAX_OUTPUT_CHARS):
-    """The one line of Python that nbgrader_config.py hands the kernel (IPKernelApp.exec_lines)."""
-    return (f"import sys; sys.path.insert(0, {str(repo)!r}); from autograde_tests import integrity as _integrity; "
-            f"_integrity.install_kernel_guard({memory_gb!r}, {max_output_chars!r}); del _integrity")
-
-
 # --- 3. nbgrader preprocessors (plain functions: nbconvert calls them as preprocessor(nb, resources)) ----------
 
 def _nbgrader(cell):
@@ -341,9 +198,6 @@ def limit_output_size(nb, resources, limit=MAX_OUTPUT_CHARS):
     return nb, resources
 
 
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
 def _visible_source(source):
     """A test cell's source without its hidden block (the markers included)."""
     kept, hidden = [], False
@@ -357,39 +211,128 @@ def _visible_source(source):
     return "\n".join(kept).rstrip() + "\n"
 
 
-def _failed_line(output):
-    """The 1-based line of the test cell where an error was raised (IPython's 'Cell In[n], line k'), or None."""
-    for frame in output.get("traceback", []):
-        match = re.search(r"(?:Cell In\s*\[[^\]]*\]|<ipython-input-[^>]*>), line (\d+)", ANSI.sub("", frame))
-        if match:
-            return int(match.group(1))
-    return None
-
-
 def strip_hidden_tests(nb, resources):
-    """Feedback step (nbgrader#917): in every cell that holds hidden tests, drop the hidden source; keep a
-    failure of the visible tests as 'Error: message' without frames (the frames quote hidden lines and the
-    checks' code); replace a failure inside the hidden block, and anything printed, by a short notice."""
+    """Feedback step (nbgrader#917): in every cell that holds hidden tests, drop the hidden source. The outputs of
+    graded test cells are the judge's verdicts (judge.py), which never quote hidden inputs; anything else there
+    (a kernel's error from before the judge, printed text) is replaced by a short notice."""
+    from autograde_tests.judge import HIDDEN_ENAME
+
     for cell in nb.cells:
         if cell.get("cell_type") != "code" or HIDDEN_BEGIN not in cell.source:
             continue
-        lines = cell.source.splitlines()
-        begin = next(i for i, line in enumerate(lines) if line.strip() == HIDDEN_BEGIN) + 1  # 1-based line
         cell.source = _visible_source(cell.source)
         outputs = []
         for output in cell.get("outputs", []):
-            if output.get("output_type") != "error":
-                continue
-            line = _failed_line(output)
-            if output.ename in ("CellTimeoutError", "DeadKernelError"):
-                output.traceback = [f"{output.ename}: the cell ran past the time limit or crashed the kernel"]
-            elif line is not None and line < begin:
-                output.traceback = [f"{output.ename}: {ANSI.sub('', output.evalue)}"]
-            else:
-                output.ename, output.evalue = "HiddenTestFailed", ("a hidden test failed (it uses other shapes, "
-                                                                   "schedules, seeds or dtypes than the visible "
-                                                                   "check); re-read the function's contract")
+            if output.get("output_type") == "error" and output.get("ename") not in ("AssertionError", HIDDEN_ENAME):
+                output.ename, output.evalue = "Error", "this check could not run (the kernel failed before it)"
                 output.traceback = [f"{output.ename}: {output.evalue}"]
-            outputs.append(output)
+            if output.get("output_type") == "error":
+                outputs.append(output)
         cell.outputs = outputs
     return nb, resources
+
+
+SAFE_MIME = ("text/plain", "image/png", "image/jpeg")
+_SCHEME = re.compile(r"(?i)\b(java|vb)\s*script\s*:|\bdata\s*:\s*text/html")
+
+
+def _defang(text):
+    """Markdown source with raw HTML shown as text (no tags, no event handlers) and script URLs disabled."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _SCHEME.sub("blocked:", text)
+
+
+def sanitize_feedback(nb, resources):
+    """Feedback step: nothing a student wrote may run in the page a TA or the student opens. Markdown cells have their
+    raw HTML escaped and script URLs disabled; outputs keep only plain text and PNG/JPEG images (no HTML, SVG,
+    JavaScript or widget state); cell attachments are dropped."""
+    for cell in nb.cells:
+        cell.pop("attachments", None)
+        if cell.get("cell_type") in ("markdown", "raw"):
+            cell.source = _defang(cell.source)
+            cell.cell_type = "markdown"
+        for output in cell.get("outputs", []):
+            if "data" in output:
+                output.data = {k: v for k, v in output.data.items() if k in SAFE_MIME}
+    nb.metadata.pop("widgets", None)
+    return nb, resources
+
+
+# --- 2. copying the reference ----------------------------------------------------------------------------------
+
+COPY_MODULES = ("schedules", "forward", "ddpm", "ddim", "train")
+COPY_MIN_NODES = 40  # shorter functions (one-line formulas) are written the same way by everyone
+COPY_RATIO = 0.9
+
+
+def _shape(fn):
+    """A function's code as a sequence of node kinds and attribute names: variable names, docstrings, comments and
+    formatting do not count."""
+    body = fn.body[1:] if fn.body and isinstance(fn.body[0], ast.Expr) and isinstance(
+        getattr(fn.body[0], "value", None), ast.Constant) and isinstance(fn.body[0].value.value, str) else fn.body
+    tokens = []
+    for stmt in body:
+        for node in ast.walk(stmt):
+            tokens.append(type(node).__name__ + (f".{node.attr}" if isinstance(node, ast.Attribute) else "")
+                          + (f"={node.value!r}" if isinstance(node, ast.Constant) and not isinstance(node.value, str)
+                             else ""))
+    return tokens
+
+
+_reference_shapes = None
+
+
+def _solution_shapes(lib):
+    """Shapes of the functions in the course's own solution notebooks (solutions/*/*.ipynb beside course_lib)."""
+    import json
+
+    shapes = []
+    for path in (lib.parent / "solutions").glob("*/*.ipynb"):
+        for cell in json.loads(path.read_text())["cells"]:
+            tree = _parse("".join(cell["source"])) if cell["cell_type"] == "code" else None
+            shapes += [_shape(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)] if tree else []
+    return shapes
+
+
+def reference_shapes():
+    """{'module.function': shape} of course_lib's implementations of what the assignments ask for, leaving out those
+    that the course's own solution writes the same way (there the docstring dictates the code: no evidence)."""
+    global _reference_shapes
+    if _reference_shapes is None:
+        import difflib
+        import importlib.util
+        from pathlib import Path
+
+        lib = Path(importlib.util.find_spec("course_lib").origin).parent
+        solutions = _solution_shapes(lib)
+        _reference_shapes = {}
+        for module in COPY_MODULES:
+            for node in ast.parse((lib / f"{module}.py").read_text()).body:
+                shape = _shape(node) if isinstance(node, ast.FunctionDef) else []
+                if len(shape) >= COPY_MIN_NODES and not any(
+                        difflib.SequenceMatcher(None, shape, s, autojunk=False).ratio() >= COPY_RATIO
+                        for s in solutions):
+                    _reference_shapes[f"{module}.{node.name}"] = shape
+    return _reference_shapes
+
+
+def copied_reference(nb):
+    """Messages for the solution cells' functions whose code is near-identical to a course_lib implementation."""
+    import difflib
+
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code" or not _nbgrader(cell).get("solution"):
+            continue
+        tree = _parse(cell.get("source", ""))
+        for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)) if tree else []:
+            shape = _shape(fn)
+            if len(shape) < COPY_MIN_NODES:
+                continue
+            for name, ref in reference_shapes().items():
+                ratio = difflib.SequenceMatcher(None, shape, ref, autojunk=False).ratio()
+                if ratio >= COPY_RATIO:
+                    found.append(f"cell {_nbgrader(cell).get('grade_id') or i}: {fn.name} is near-identical to "
+                                 f"course_lib.{name} ({ratio:.0%} of its code's structure)")
+                    break
+    return found

@@ -3,14 +3,16 @@
 
     python scripts/grade.py release   ASSIGNMENT [--exchange]        student version (and to nbgrader's exchange)
     python scripts/grade.py collect   ASSIGNMENT [FOLDER]            LMS download (zip_collect) or the exchange
-    python scripts/grade.py autograde ASSIGNMENT [--student ID] [--jobs N] [--timeout S]
+    python scripts/grade.py autograde ASSIGNMENT [--student ID] [--jobs N] [--timeout S] [--no-sandbox]
     python scripts/grade.py feedback  ASSIGNMENT                     HTML per student, hidden tests stripped
     python scripts/grade.py export    ASSIGNMENT                     grades/ASSIGNMENT.csv
     python scripts/grade.py summary   ASSIGNMENT                     which checks failed most often
 
 --root DIR grades a course root other than the current folder. Everything a step finds wrong with a submission
 (an unreadable file, a cell that timed out, code that tampers with the grader, ...) goes to
-reports/ASSIGNMENT/problems.csv and is printed; docs/instructor.md explains each step.
+reports/ASSIGNMENT/problems.csv and is printed; docs/instructor.md explains each step. Autograding runs every kernel in
+a sandbox and computes the verdicts outside it (autograde_tests/sandbox.py, judge.py); it refuses to run without a
+working sandbox unless --no-sandbox is given, which is then written into problems.csv and the summary.
 """
 import argparse
 import collections
@@ -76,16 +78,57 @@ def collect(root, assignment, folder=None):
         print(nbgrader(root, "collect", assignment, "--update"))
         return
     archive = Path(root) / "downloaded" / assignment / "archive"
-    archive.mkdir(parents=True, exist_ok=True)
-    for path in Path(folder).iterdir():
-        if path.is_file():
+    shutil.rmtree(archive, ignore_errors=True)
+    archive.mkdir(parents=True)
+    refused = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and path.suffix == ".zip":
+            refused += unpack_zip(path, archive)
+        elif path.is_file():
             shutil.copy2(path, archive / path.name)
+    for line in refused:
+        print(f"refused: {line}")
+    if refused:
+        report = Path(root) / "reports" / assignment / "collect_refused.txt"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text("\n".join(refused) + "\n")
     log = nbgrader(root, "zip_collect", assignment, "--force", "--strict")
     for line in log.splitlines():
         if "Skipped" in line or "WARNING" in line:
             print(line)
     students = sorted(p.parent.name for p in (Path(root) / "submitted").glob(f"*/{assignment}"))
     print(f"{len(students)} students in submitted/: {', '.join(students)}")
+
+
+STUDENT_NAME = re.compile(r"^(?P<student>[A-Za-z0-9.-]+)_(?P<rest>.+)$")  # as FileNameCollectorPlugin reads names
+
+
+def unpack_zip(path, archive):
+    """A student's zip: its notebooks go to the archive under the zip's own student id (the name of the file the
+    student uploaded), never under an id found inside it. A notebook whose name claims another student is refused
+    (that file alone) and reported; paths inside the zip are never used as paths (no zip-slip)."""
+    import zipfile
+
+    match = STUDENT_NAME.match(path.stem)
+    if not match:
+        return [f"{path.name}: the zip's name does not start with a student id (<student>_...)"]
+    student, refused = match.group("student"), []
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                name = Path(info.filename.replace("\\", "/")).name
+                if info.is_dir() or not name.endswith(".ipynb") or name.startswith("."):
+                    continue
+                inner = STUDENT_NAME.match(name)
+                if inner and inner.group("student") != student:
+                    refused.append(f"{path.name}: {info.filename} names student {inner.group('student')!r}, but the "
+                                   f"zip is {student!r}'s upload; not collected for anyone")
+                    continue
+                target = name if inner else f"{student}_{name}"
+                (archive / target).write_bytes(z.read(info))
+    except zipfile.BadZipFile:
+        refused.append(f"{path.name}: not a readable zip file")
+    return refused
 
 
 # --- autograde -------------------------------------------------------------------------------------------------
@@ -114,9 +157,9 @@ def set_grades(root, assignment, student, score, needs_review, only=None):
 
 def error_problems(nb):
     """Timeouts, memory errors, kernel deaths, tampering and truncated output found in an autograded notebook."""
-    from autograde_tests.integrity import TAMPER_MARK, TRUNCATED_MARK
+    from autograde_tests.integrity import TRUNCATED_MARK
 
-    problems, tampered = [], []
+    problems = []
     for cell in nb.cells:
         name = cell.metadata.get("nbgrader", {}).get("grade_id") or cell.get("id")
         for out in cell.get("outputs", []):
@@ -126,17 +169,21 @@ def error_problems(nb):
             if out.get("output_type") != "error":
                 continue
             message = f"{out.ename}: {out.evalue}"
-            if out.ename in ("CellTimeoutError", "TimeoutError"):
+            if out.ename in ("CellTimeoutError", "TimeoutError") or "did not return within the time limit" in message:
                 problems.append(f"cell {name} ran past the time limit and was interrupted")
             elif out.ename == "MemoryError" or "allocate" in out.evalue:
                 problems.append(f"cell {name} hit the memory limit ({message[:120]})")
-            elif TAMPER_MARK in message:
-                if not tampered:
-                    first = out.evalue.split(". ")[0]  # "integrity: this notebook replaced ..."
-                tampered.append(name)
-    if tampered:
-        problems.append(f"{first} (the kernel guard); checks {', '.join(tampered)} failed: review by hand")
     return list(dict.fromkeys(problems))
+
+
+def sweep_autograded(folder):
+    """Remove what the kernel may have left in its writable folder that could point outside it (links, devices)."""
+    removed = []
+    for path in sorted(Path(folder).rglob("*"), reverse=True) if Path(folder).exists() else []:
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 def grade_one(root, assignment, student, timeout=None):
@@ -173,7 +220,11 @@ def grade_one(root, assignment, student, timeout=None):
             flagged[name] = {gid for gid, cell in sources[name].items() if cell[3] and gid not in before}
             problems += [f"{name} cell {cell} line {line} {message}: checks after it score 0, review by hand"
                          for _, cell, line, message in findings]
+        problems += [f"{name} {message} (score kept; review by hand)" for message in integrity.copied_reference(nb)]
     result = load_api(root, timeout).autograde(assignment, student, force=True, create=True)
+    removed = sweep_autograded(root / "autograded" / student / assignment)
+    if removed:
+        problems.append(f"the notebook left links or special files in its folder ({', '.join(removed[:5])}): removed")
     if not result["success"]:
         lines = (result.get("log", "") + result.get("error", "")).splitlines()
         errors = [line.strip() for line in lines if re.match(r"\s*[\w.]+(Error|Exception): ", line)
@@ -257,9 +308,23 @@ def write_problems(root, assignment, problems):
     return path
 
 
-def autograde(root, assignment, student=None, jobs=1, timeout=None):
+NO_SANDBOX = "graded WITHOUT the sandbox (--no-sandbox): student code ran with the grader's rights"
+
+
+def autograde(root, assignment, student=None, jobs=1, timeout=None, sandbox=True):
     """Grade the whole batch (or one student, leaving the others untouched); return {student: problems}."""
+    from autograde_tests.sandbox import sandbox_problem
+
     root = Path(root)
+    if sandbox:
+        problem = sandbox_problem()
+        if problem:
+            sys.exit(f"no working grading sandbox: {problem}. Install bubblewrap (docs/instructor.md, 'The sandbox'), "
+                     f"or grade without it with --no-sandbox (reported in problems.csv and the summary)")
+        os.environ.pop("COURSE_GRADING_SANDBOX", None)
+    else:
+        os.environ["COURSE_GRADING_SANDBOX"] = "0"
+        print(f"WARNING: {NO_SANDBOX}")
     students = [student] if student else sorted(p.parent.name for p in (root / "submitted").glob(f"*/{assignment}"))
     if not students:
         sys.exit(f"no submissions in submitted/*/{assignment}/: run `collect` first")
@@ -281,6 +346,8 @@ def autograde(root, assignment, student=None, jobs=1, timeout=None):
                 merge_grades(temp, root, assignment, s)  # one writer: this process, one student at a time
                 bar.update()
     bar.close()
+    if not sandbox:
+        problems = {s: [NO_SANDBOX] + found for s, found in problems.items()}
     seconds = time.perf_counter() - start
     path = write_problems(root, assignment, problems)
     print(f"graded {len(students)} submissions in {seconds:.0f} s ({60 * len(students) / seconds:.1f} per minute)")
@@ -402,6 +469,8 @@ def main(argv=None):
     p.add_argument("--student", help="re-grade only this student; the others are not touched")
     p.add_argument("--jobs", type=int, default=1, help="grade N submissions at a time (separate gradebooks)")
     p.add_argument("--timeout", type=int, help="seconds per cell (default: nbgrader_config.py's)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="grade without the bubblewrap sandbox (unsafe; written into problems.csv and the summary)")
     for name, text in [("feedback", "feedback HTML without hidden tests"), ("export", "grades CSV"),
                        ("summary", "which checks failed most often: table and bar chart")]:
         steps.add_parser(name, help=text).add_argument("assignment")
@@ -414,7 +483,7 @@ def main(argv=None):
     elif args.step == "collect":
         collect(root, args.assignment, args.folder)
     elif args.step == "autograde":
-        autograde(root, args.assignment, args.student, args.jobs, args.timeout)
+        autograde(root, args.assignment, args.student, args.jobs, args.timeout, sandbox=not args.no_sandbox)
     else:
         {"feedback": feedback, "export": export, "summary": summary}[args.step](root, args.assignment)
 

@@ -7,10 +7,20 @@ One command reproduces the checkpoint: it trains course_lib's UNet with course_l
 Progress is saved every --chunk steps to checkpoints/<name>.resume.pt (weights, EMA, optimizer, RNG:
 a later call continues exactly where this one stopped), and after every chunk the EMA weights are
 exported to course_lib/data/<name>.pt with a model card course_lib/data/<name>.md.
+
+To train further without touching the shipped files, continue under another name:
+
+    python scripts/train_mnist_unet.py --steps 40000 --minutes 150 --export-name mnist_unet28_next
+
+copies checkpoints/mnist_unet28.resume.pt to checkpoints/mnist_unet28_next.resume.pt (once, if that is
+missing), continues from the copy and exports course_lib/data/mnist_unet28_next.{pt,md,json} and its
+sample figure; mnist_unet28.* stay as they are. --precision picks fp32 or bf16 autocast (default: auto).
 """
 import argparse
 import json
 import platform
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +39,13 @@ MODEL = dict(in_channels=1, base_channels=24, channel_mults=(1, 2, 2), num_res_b
 TRAIN = dict(batch_size=128, lr=5e-4, ema_decay=0.999, seed=0, grad_clip=1.0)
 
 
+def describe_precision(precision_steps):
+    """The card's precision row, e.g. "float32 for 8,000 steps, then bfloat16 autocast (...) for 2,000 steps"."""
+    words = {"fp32": "float32", "bf16": "bfloat16 autocast (forward only; loss, weights, AdamW in float32)"}
+    parts = [f"{words[p]} for {n:,} steps" for p, n in precision_steps.items() if n]
+    return ", then ".join(parts)
+
+
 def write_card(path, name, meta, size, command):
     card = f"""# Model card: {name}
 
@@ -44,6 +61,7 @@ The course's pretrained MNIST eps-model: `model(x_t, t) -> eps_pred`, `course_li
 | weights | EMA, decay {TRAIN["ema_decay"]} |
 | seed | {TRAIN["seed"]} |
 | steps | {meta["steps"]:,} |
+| precision | {describe_precision(meta["precision_steps"])} |
 | final loss | {meta["loss_last_500"]:.4f} (mean of the last 500 steps) |
 | wall time | {meta["wall_time_s"] / 3600:.2f} h of training in total, on {meta["machine"]} |
 
@@ -60,15 +78,34 @@ def main():
     parser.add_argument("--chunk", type=int, default=250, help="save and export every this many steps")
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--name", default=None, help="default: mnist_unet<size>")
+    parser.add_argument("--export-name", default=None,
+                        help="continue a copy of <name>'s resume state and export under this name instead, "
+                             "leaving <name>'s files untouched")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="auto: bf16 autocast where the CPU/GPU is fast at it, else fp32")
     args = parser.parse_args()
-    name = args.name or f"mnist_unet{args.size}"
+    source = args.name or f"mnist_unet{args.size}"
+    name = args.export_name or source
     resume = ROOT / "checkpoints" / f"{name}.resume.pt"
     export, card, log = (ROOT / "course_lib" / "data" / f"{name}.{ext}" for ext in ("pt", "md", "json"))
     resume.parent.mkdir(exist_ok=True)
+    if name != source and not resume.exists():  # start the new name from a copy of the source's state
+        source_resume = ROOT / "checkpoints" / f"{source}.resume.pt"
+        source_log = ROOT / "course_lib" / "data" / f"{source}.json"
+        if source_resume.exists():
+            shutil.copyfile(source_resume, resume)
+            print(f"[train] copied {source_resume.relative_to(ROOT)} to {resume.relative_to(ROOT)}", flush=True)
+            if source_log.exists() and not log.exists():
+                shutil.copyfile(source_log, log)  # carry the wall time and step history over
 
     data, _ = load_mnist("train", source="shipped", size=args.size)
     schedule = make_schedule("linear", T=1000)
     history = json.loads(log.read_text()) if log.exists() else {"wall_time_s": 0.0}
+    # steps per precision; a log from before this field existed was trained in float32
+    precision_steps = history.get("precision_steps", {"fp32": history.get("steps", 0)})
+    command = f"python scripts/train_mnist_unet.py --size {args.size} --steps {args.steps}"
+    command += f" --export-name {name}" if name != source else ""
+    command += f" --precision {args.precision}" if args.precision != "auto" else ""
     start = time.time()
     done = read_checkpoint(resume)["train_state"]["step"] if resume.exists() else 0
     while done < args.steps and time.time() - start < args.minutes * 60:
@@ -76,17 +113,21 @@ def main():
         model = UNet(**MODEL)
         target = min(done + args.chunk, args.steps)
         result = train(model, data, schedule, target, checkpoint_path=resume, checkpoint_every=args.chunk,
-                       device="cpu" if not torch.cuda.is_available() else None, **TRAIN)
+                       device="cpu" if not torch.cuda.is_available() else None, precision=args.precision,
+                       progress=sys.stderr.isatty(), **TRAIN)
+        precision_steps[result.precision] = precision_steps.get(result.precision, 0) + len(result.losses) - done
         done = len(result.losses)
         history["wall_time_s"] += time.time() - chunk_start
         meta = {"steps": done, "seed": TRAIN["seed"], "loss_last_500": sum(result.losses[-500:]) / len(result.losses[-500:]),
                 "parameters": sum(p.numel() for p in model.parameters()), "train_examples": len(data),
-                "wall_time_s": history["wall_time_s"], "size": args.size,
+                "wall_time_s": history["wall_time_s"], "size": args.size, "precision_steps": precision_steps,
                 "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"}
         save_checkpoint(export, result.ema_model, schedule, meta=meta)
-        write_card(card, name, meta, args.size, f"python scripts/train_mnist_unet.py --size {args.size} --steps {args.steps}")
+        write_card(card, name, meta, args.size, command)
         log.write_text(json.dumps({**history, **meta}, indent=1))
-        print(f"[train] {done} steps, loss {meta['loss_last_500']:.4f}, {history['wall_time_s'] / 60:.1f} min in total", flush=True)
+        print(f"[train] {done} steps ({result.precision}), loss {meta['loss_last_500']:.4f}, "
+              f"{time.time() - chunk_start:.0f} s this chunk, {history['wall_time_s'] / 60:.1f} min in total",
+              flush=True)
 
     model, _, _ = load_checkpoint(export)
     x_T = torch.randn(64, 1, args.size, args.size, generator=torch.Generator().manual_seed(0))

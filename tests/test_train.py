@@ -1,11 +1,14 @@
 """L_simple, EMA, and the training loop: it learns, it is reproducible, and it resumes exactly."""
+import math
+
 import pytest
 import torch
 import torch.nn as nn
 
 from course_lib.mlp import MLPDenoiser
 from course_lib.schedules import make_schedule
-from course_lib.train import EMA, diffusion_loss, train
+from course_lib.train import EMA, diffusion_loss, pick_precision, train
+from course_lib.unet import UNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -113,3 +116,19 @@ def test_resume_gives_same_weights_as_one_run(tmp_path):
         train(fresh_mlp(), data, schedule, steps=30, checkpoint_path=path, **{**kwargs, "lr": 5e-4})
     with pytest.raises(ValueError, match="hidden_dim=64"):
         train(MLPDenoiser(hidden_dim=32), data, schedule, steps=30, checkpoint_path=path, **kwargs)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precisions_train_with_finite_losses(precision):
+    """bf16 autocasts only the forward: weights stay float32 and the losses are finite in both precisions."""
+    torch.manual_seed(0)
+    model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1)
+    images = torch.rand(16, 1, 8, 8) * 2 - 1  # (16, 1, 8, 8) in [-1, 1]
+    result = train(model, images, make_schedule("linear", 100), steps=3, batch_size=4, ema_decay=0.9,
+                   device="cpu", progress=False, precision=precision)
+    assert result.precision == precision
+    assert len(result.losses) == 3 and all(math.isfinite(loss) for loss in result.losses), result.losses
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    assert pick_precision("auto", torch.device("cpu"), gaussian_mixture()) == "fp32", "2-D points train in fp32"
+    with pytest.raises(ValueError, match="precision"):
+        train(fresh_mlp(), gaussian_mixture(), make_schedule("linear", 100), steps=1, precision="fp16", progress=False)

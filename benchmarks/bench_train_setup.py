@@ -1,0 +1,102 @@
+"""Time one training step of the shipped MNIST eps-model in four set-ups, to pick the fastest on this machine.
+
+A benchmark, not a test: it prints measured numbers. One step is what course_lib.train does per step
+(L_simple forward, backward, grad-norm clip, AdamW, EMA update) with scripts/train_mnist_unet.py's MODEL
+and TRAIN, on random batches of 28x28 digits. The set-ups:
+  fp32             plain float32, NCHW
+  channels_last    float32, model and inputs in channels_last memory format
+  bf16             torch.autocast(device, dtype=torch.bfloat16) around the model forward, loss in float32
+  channels_last+bf16
+Each set-up warms up, then is timed for --steps steps; the rounds are interleaved (median per step reported).
+
+    python benchmarks/bench_train_setup.py --steps 15 --rounds 2
+
+Measured on a quiet 2-core Intel Xeon with AMX (amx_bf16, avx512_bf16), torch 2.13 CPU, batch 128, 2 threads:
+  fp32 0.516 s/step, channels_last 0.390, bf16 0.235, channels_last+bf16 0.324 (medians of 30 steps each):
+  bf16 autocast is 2.2x faster than fp32 and beats channels_last with or without bf16.
+  (A 2-D MLPDenoiser at batch 512 is the other way round: 2.4 ms/step in fp32, 2.8 ms under bf16.)
+"""
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from train_mnist_unet import MODEL, TRAIN  # noqa: E402  (the shipped configuration)
+
+from course_lib.forward import add_noise  # noqa: E402
+from course_lib.schedules import make_schedule  # noqa: E402
+from course_lib.train import EMA  # noqa: E402
+from course_lib.unet import UNet  # noqa: E402
+
+SETUPS = {"fp32": (False, False), "channels_last": (True, False), "bf16": (False, True),
+          "channels_last+bf16": (True, True)}  # name: (channels_last, bf16 autocast)
+
+
+def make_step(channels_last, bf16, size, device):
+    """Build a fresh model, optimizer and EMA; return a function doing one full training step."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = UNet(**MODEL).to(device, memory_format=fmt).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN["lr"], weight_decay=0.0)
+    ema = EMA(model, TRAIN["ema_decay"])
+    schedule = make_schedule("linear", T=1000).to(device)
+    batch = TRAIN["batch_size"]
+
+    def step():
+        x0 = (torch.rand(batch, 1, size, size, device=device) * 2 - 1).contiguous(memory_format=fmt)
+        t = torch.randint(0, schedule.T, (batch,), device=device)
+        eps = torch.randn_like(x0)
+        x_t = add_noise(x0, t, eps, schedule)
+        amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with amp:
+            eps_pred = model(x_t, t)
+        loss = F.mse_loss(eps_pred.float(), eps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), TRAIN["grad_clip"])
+        optimizer.step()
+        ema.update(model)
+        return loss.item()  # .item() synchronizes on CUDA too
+
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=15, help="timed steps per set-up and round")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over all set-ups")
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    caps = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else torch.cuda.get_device_name()
+    print(f"torch {torch.__version__}, {device.type} ({caps}), {torch.get_num_threads()} threads, "
+          f"batch {TRAIN['batch_size']}, {args.size}x{args.size}")
+    steps = {name: make_step(*flags, args.size, device) for name, flags in SETUPS.items()}
+    times = {name: [] for name in SETUPS}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            for _ in range(args.warmup):
+                step()
+            for _ in range(args.steps):
+                start = time.perf_counter()
+                loss = step()
+                times[name].append(time.perf_counter() - start)
+            assert loss == loss, f"{name}: loss is NaN"
+    base = statistics.median(times["fp32"])
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:>20}: {med:.3f} s/step median ({statistics.mean(ts):.3f} mean, {len(ts)} steps), "
+              f"{base / med:.2f}x fp32")
+
+
+if __name__ == "__main__":
+    main()

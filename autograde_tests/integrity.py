@@ -233,11 +233,13 @@ def strip_hidden_tests(nb, resources):
 
 
 SAFE_MIME = ("text/plain", "image/png", "image/jpeg")
-_SCHEME = re.compile(r"(?i)\b(java|vb)\s*script\s*:|\bdata\s*:\s*text/html")
+_COLON = r"(:|&(amp;)*colon;?|&(amp;)*#0*58;?|&(amp;)*#x0*3a;?)"
+_SCHEME = re.compile(rf"(?i)(java|vb)\s*script\s*{_COLON}|data\s*{_COLON}\s*text/html")
 
 
 def _defang(text):
     """Markdown source with raw HTML shown as text (no tags, no event handlers) and script URLs disabled."""
+    text = _SCHEME.sub("blocked:", text)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _SCHEME.sub("blocked:", text)
 

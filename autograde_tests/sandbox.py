@@ -9,7 +9,8 @@ so that the student's code runs with:
   (the implementations of everything the assignments ask for are withheld: calling one raises GradingUnavailable;
   `make_schedule` answers from precomputed tables so that set-up cells still work), its data files, and of
   `autograde_tests` only `kernel_side.py`. No solutions/, no checks, no gradebook, no other submission, no diffusers.
-- one writable folder, its own (the notebook's folder in autograded/<student>/), an empty /tmp and home;
+- one writable folder, a private copy of its own (the notebook's folder in autograded/<student>/, shown at the same
+  path; what it writes there is thrown away), an empty /tmp and home;
 - its own user, PID, network (none), IPC and UTS namespaces: whatever it starts dies with it, it cannot see or
   signal other kernels, and it reaches nothing over the network (the kernel talks to the grader over Unix sockets
   in a private folder, ZeroMQ's ipc transport);
@@ -173,8 +174,12 @@ def wrap_command(cmd, ipc_dir, limits=None):
                f"ulimit -f {limits['file_mb'] * 2048} && ulimit -p {limits['processes']} && ulimit -c 0")
     # bwrap must survive nbgrader's interrupt (SIGINT to the whole process group): it ignores SIGINT, and ipykernel
     # installs its own SIGINT handler while it executes a cell, so the interrupt still stops the student's code
-    script = (f"trap '' INT && {ulimits} && exec {shlex.join(bwrap_args(ipc_dir))} "
-              f'--bind "$PWD" "$PWD" --chdir "$PWD" -- {shlex.join(cmd)}')
+    # the kernel sees its folder at the usual path, but writes into a private copy: nothing it makes there (a link
+    # to the gradebook, a huge file) ever reaches autograded/, which nbgrader walks (and chmods) afterwards
+    scratch = shlex.quote(os.path.join(ipc_dir, "work"))
+    script = (f"trap '' INT && {ulimits} && mkdir {scratch} && cp -a \"$PWD\"/. {scratch}/ && "
+              f"exec {shlex.join(bwrap_args(ipc_dir))} "
+              f'--bind {scratch} "$PWD" --chdir "$PWD" -- {shlex.join(cmd)}')
     return ["/bin/sh", "-c", script, "course-sandbox"]
 
 
@@ -214,14 +219,15 @@ def sandbox_problem():
              "    assert 'not available while grading' in str(e)\nelse:\n    raise SystemExit('reference reachable')\n"
              "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\nexcept OSError:\n    pass\n"
              "else:\n    raise SystemExit('network reachable')\nprint('sandbox ok')\n")
-    ipc = tempfile.mkdtemp(prefix="course-kernel-")
+    ipc, cwd = tempfile.mkdtemp(prefix="course-kernel-"), tempfile.mkdtemp(prefix="course-check-")
     try:
         cmd = wrap_command([sys.executable, "-c", probe], ipc)
-        result = subprocess.run(cmd, cwd=ipc, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
         ok = result.returncode == 0 and "sandbox ok" in result.stdout
         _status = "" if ok else f"bwrap could not start a sandboxed Python: {(result.stderr or result.stdout)[-300:]}"
     except (OSError, subprocess.TimeoutExpired) as e:
         _status = f"bwrap could not start a sandboxed Python: {e}"
     finally:
         shutil.rmtree(ipc, ignore_errors=True)
+        shutil.rmtree(cwd, ignore_errors=True)
     return _status or None

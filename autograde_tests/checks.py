@@ -72,13 +72,18 @@ def _gen(seed):
 
 @check("linear_betas")
 def check_linear_betas(hidden=False):
-    """linear_betas(T, beta_start, beta_end) equals course_lib.schedules.linear_betas (float64, (T,))."""
+    """linear_betas(T, beta_start, beta_end) equals course_lib.schedules.linear_betas (float64, (T,); T = 1 gives
+    [beta_start])."""
     cases = [(1000, 1e-4, 0.02)] if not hidden else [(10, 1e-3, 0.05), (1, 1e-4, 0.02), (257, 2e-4, 0.03)]
     for T, beta_start, beta_end in cases:
         expected = schedules.linear_betas(T, beta_start, beta_end)
         out = yield Call("linear_betas", T=T, beta_start=beta_start, beta_end=beta_end)
         out = _as_tensor(out, "linear_betas", (T,), torch.float64)
         err = _max_err(out, expected)
+        if err >= 1e-12 and _max_err(out, expected.float()) < 1e-12:
+            raise AssertionError(f"linear_betas(T={T}) has the values of a float32 computation (off by {err:.1g}) "
+                                 f"although it returns {out.dtype}: create the tensor in float64 (dtype=torch.float64) "
+                                 f"instead of casting a float32 one")
         if T > 1 and (abs(out[0].item() - beta_start) > 1e-12 or abs(out[-1].item() - beta_end) > 1e-12):
             raise AssertionError(f"linear_betas(T={T}) runs from {out[0].item():.6g} to {out[-1].item():.6g}; "
                                  f"betas[0] must be beta_start={beta_start} and betas[T-1] beta_end={beta_end}")

@@ -12,6 +12,7 @@ by far more than any tolerance.
 """
 import math
 
+import numpy as np
 import torch
 
 from autograde_tests.checks import _as_tensor, _gaussian_eps as _exact_eps, _gen, _max_err, _schedule, _tol
@@ -58,6 +59,9 @@ def _sigma_hint(out, a, p, eta):
         (eta * ((1 - a) / (1 - p)).sqrt() * (1 - a / p).sqrt(),
          "the first ratio is upside down: sqrt((1 - abar_prev)/(1 - abar_t)), abar_prev on top"),
         (((1 - p) / (1 - a)).sqrt() * (1 - a / p).sqrt(), "multiply by eta (eta = 0 must give sigma_t = 0)"),
+        (eta**2 * ((1 - p) / (1 - a)).sqrt() * (1 - a / p).sqrt(),
+         "eta enters once, not squared: sigma_t = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev) "
+         "(eta = 1 cannot tell the two apart; eta = 0.5 can)"),
     ]
     for value, hint in variants:
         if _max_err(out, value) < 1e-6:
@@ -170,6 +174,11 @@ def check_make_timesteps(hidden=False):
                                  f"t_prev must be -1 (abar = 1, the clean data), expected t_prev = "
                                  f"{(ts[1:] + [-1])[k]}")
         if pairs != expected:
+            floor = {"trailing": sorted((int(T - i * (T / S)) - 1 for i in range(S)), reverse=True),
+                     "linspace": sorted((int(t) for t in np.linspace(0, T - 1, S)), reverse=True)}.get(spacing)
+            if ts == floor:
+                raise AssertionError(f"{call} visits t = {_shown(ts)}, expected {_shown(expected_ts)}: {spacing!r} "
+                                     f"rounds to the nearest integer (round, or np.round), not down (int or floor)")
             k = next(k for k, (t, e) in enumerate(zip(ts, expected_ts)) if t != e)
             raise AssertionError(f"{call} visits t = {_shown(ts)}, expected {_shown(expected_ts)} (first difference at "
                                  f"position {k}: {ts[k]} instead of {expected_ts[k]}); see the docstring's formula "
@@ -501,12 +510,14 @@ def check_reconstruction_mse(hidden=False):
 def check_slerp(hidden=False):
     """slerp(z0, z1, lam) equals course_lib.ddim.slerp row by row, endpoints and the parallel fallback included."""
     cases = [((6, 8), torch.float32, 0, [0.0, 0.3, 1.0])] if not hidden else [
-        ((3, 1, 4, 4), torch.float64, 1, [0.25, 0.5, 0.9]), ((5, 20), torch.float32, 2, [0.6])]
+        ((4, 1, 4, 4), torch.float64, 1, [0.25, 0.5, 0.9]), ((5, 20), torch.float32, 2, [0.6])]
     for shape, dtype, seed, lams in cases:
         g = _gen(seed)
         z0 = torch.randn(shape, generator=g, dtype=dtype)
         z1 = torch.randn(shape, generator=g, dtype=dtype)
         z1[0] = z0[0]  # one pair of identical rows: theta = 0, where slerp falls back to the straight line
+        if dtype == torch.float64:  # (anti)parallel rows of other lengths: sin(theta) ~ 1e-8, also the straight line
+            z1[1], z1[2] = -z0[1], 2 * z0[2]  # (in float32 an exactly opposite row has no reliable answer: untested)
         for lam in lams:
             where = f"at lam={lam} (z0, z1 of shape {shape}, {dtype})"
             out = yield Call("slerp", z0=z0.clone(), z1=z1.clone(), alpha=lam)
@@ -521,8 +532,12 @@ def check_slerp(hidden=False):
             hint = ("; slerp = sin((1 - lam) theta)/sin(theta) z0 + sin(lam theta)/sin(theta) z1, with theta the "
                     "angle between each pair of flattened rows (one theta per row)")
             lerp = (1 - lam) * z0.double() + lam * z1.double()
+            rows = ((out.double() - expected).abs().reshape(shape[0], -1).amax(1) > _tol(dtype)).nonzero().flatten()
             if _max_err(out, lerp) < _tol(dtype):
                 hint = "; that is the straight line (lerp): slerp follows the great circle, keeping the norm"
+            elif dtype == torch.float64 and set(rows.tolist()) <= {0, 1, 2}:
+                hint = (f"; rows {rows.tolist()} are (anti)parallel (z1 = z0, z1 = -z0, z1 = 2 z0): there sin(theta) "
+                        f"< 1e-6 and slerp is the straight line (1 - lam) z0 + lam z1, whatever the rows' lengths")
             elif _max_err(out, ddim.slerp(z0.double(), z1.double(), 1 - lam)) < _tol(dtype):
                 hint = "; lam = 0 must give z0 and lam = 1 give z1: the weights are swapped"
             raise AssertionError(f"slerp differs from the reference by {err:.2g} {where}{hint}")

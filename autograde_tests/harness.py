@@ -83,6 +83,13 @@ def run_local(gen, functions):
     return drive(gen, lambda call: call_function(functions[call.fn], call.names, call.values))
 
 
+class CheckFailed(AssertionError):
+    """A check's verdict in a student's kernel: IPython shows only its message (the teaching line), no grader frames."""
+
+    def _render_traceback_(self):
+        return [f"\x1b[0;31mCheckFailed\x1b[0m: {self}"]
+
+
 def check(*params, depends=()):
     """Turn a check generator `gen(hidden)` into the function a notebook calls: check_x(fn, ..., hidden=False).
 
@@ -92,13 +99,12 @@ def check(*params, depends=()):
     def wrap(gen_fn):
         @functools.wraps(gen_fn)
         def entry(*functions, hidden=False):
-            __tracebackhide__ = True  # IPython shows the student the message, not the grader's frames
             if len(functions) != len(params):
                 raise TypeError(f"{gen_fn.__name__} takes the functions {', '.join(params)}")
             try:
                 return run_local(gen_fn(hidden), dict(zip(params, functions)))
             except AssertionError as e:
-                raise AssertionError(str(e)) from None
+                raise CheckFailed(str(e)) from None
 
         entry.spec = gen_fn
         entry.params = params
@@ -112,4 +118,4 @@ def student_gen(seed):
     return Gen(salted(seed))
 
 
-__all__ = ["Call", "StudentRaised", "Unknown", "check", "drive", "run_local", "salted", "student_gen", "SALT"]
+__all__ = ["Call", "CheckFailed", "StudentRaised", "Unknown", "check", "drive", "run_local", "salted", "student_gen", "SALT"]

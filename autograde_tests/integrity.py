@@ -17,7 +17,6 @@ The verdicts themselves are computed outside the student's kernel (judge.py), wh
 """
 import ast
 import re
-import sys
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 TAMPER_MARK = "integrity:"  # every guard failure starts with this, so scripts/grade.py can report it

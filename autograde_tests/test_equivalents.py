@@ -47,3 +47,21 @@ def test_equivalents_get_full_marks_when_graded(assignment, tmp_path, request):
     for k, names in enumerate(packs(variants)):
         nb = with_variants(course.notebook("solutions"), variants, names)
         assert course.autograde(f"equivalent-{k}", nb) == max_score, f"lost points: {names}"
+
+
+def test_student_sees_the_teaching_line_and_no_grader_frames():
+    """In a student's kernel a failed check shows one line, the message, without frames of harness.py or checks.py;
+    a function that changes its argument in place is told which argument."""
+    from nbclient import NotebookClient
+
+    code = ("import sys; sys.path.insert(0, {repo!r})\nimport torch\nfrom autograde_tests.checks import check_q_sample\n"
+            "def q_sample(x0, t, noise, alpha_bar):\n    return x0 * 1.0\ncheck_q_sample(q_sample)")
+    mutating = ("def q_sample(x0, t, noise, alpha_bar):\n    a = alpha_bar[t].reshape(-1, *[1] * (x0.dim() - 1))\n"
+                "    x0 *= a.sqrt()\n    return x0 + (1 - a).sqrt() * noise\ncheck_q_sample(q_sample)")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code.format(repo=str(REPO))),
+                                         nbformat.v4.new_code_cell(mutating)])
+    NotebookClient(nb, timeout=120, allow_errors=True).execute()
+    for cell, expected in zip(nb.cells, ["sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise", "argument `x0` in place"]):
+        error = next(o for o in cell.outputs if o.output_type == "error")
+        assert len(error.traceback) == 1 and expected in error.traceback[0], error.traceback
+        assert "harness.py" not in "".join(error.traceback) and "checks.py" not in "".join(error.traceback)

@@ -15,7 +15,9 @@ SCHEDULE_NAMES = ("linear", "cosine")
 
 
 def linear_betas(T=1000, beta_start=1e-4, beta_end=0.02):
-    """DDPM's schedule (Ho et al. 2020): betas evenly spaced from beta_start to beta_end. (T,) float64."""
+    """DDPM's schedule (Ho et al. 2020): betas evenly spaced from beta_start to beta_end. (T,) float64.
+
+    T = 1 is valid and gives [beta_start]; make_schedule refuses T < 1."""
     return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
 
 

@@ -440,6 +440,10 @@ def summary(root, assignment):
         writer.writerows(table)
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in table]
+    problems_csv = out / "problems.csv"
+    unsandboxed = problems_csv.exists() and NO_SANDBOX in problems_csv.read_text()
+    if unsandboxed:
+        lines = [f"**Warning: some submissions were {NO_SANDBOX}.**", ""] + lines
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(table) + 1.2))
     ax.barh([r["check"] for r in table][::-1], [r["failed %"] for r in table][::-1], color="C3")

@@ -74,3 +74,13 @@ def test_bad_arguments_teach():
     with pytest.raises(ValueError, match="t=-1"):
         check_timestep(torch.tensor([3, -1]), 1000)
     assert linear_betas(10).shape == (10,)
+
+
+def test_contract_edges_both_ways():
+    """T = 1 is a valid schedule (one step, betas = [beta_start]); T = 0 is not (make_schedule says so)."""
+    assert torch.equal(linear_betas(1, 3e-4, 0.02), torch.tensor([3e-4], dtype=torch.float64))
+    s = make_schedule("linear", T=1, dtype=torch.float64)
+    assert s.T == 1 and s.alpha_bar.item() == pytest.approx(1 - 1e-4) and s.posterior_variance.item() == 0.0
+    assert cosine_betas(1).shape == (1,) and cosine_betas(1).item() <= 0.999
+    with pytest.raises(ValueError, match="positive integer"):
+        make_schedule("cosine", T=0)

@@ -308,6 +308,15 @@ def write_problems(root, assignment, problems):
     return path
 
 
+def _worker_init():
+    """A --jobs worker is forked from a process that may have used torch's OpenMP threads, whose pool does not
+    survive a fork: the judge's first parallel torch operation would hang. One thread per worker (as PyTorch's
+    DataLoader workers do); the checks' tensors are small."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 NO_SANDBOX = "graded WITHOUT the sandbox (--no-sandbox): student code ran with the grader's rights"
 
 
@@ -338,7 +347,7 @@ def autograde(root, assignment, student=None, jobs=1, timeout=None, sandbox=True
             problems[s] = grade_safely(root, assignment, s, timeout)
             bar.update()
     else:
-        with ProcessPoolExecutor(jobs) as pool:
+        with ProcessPoolExecutor(jobs, initializer=_worker_init) as pool:
             futures = {pool.submit(grade_in_temp_root, root, assignment, s, timeout): s for s in students}
             for future in as_completed(futures):
                 s = futures[future]

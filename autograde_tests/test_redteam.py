@@ -212,3 +212,35 @@ def test_collect_refuses_a_zip_that_names_a_classmate(tmp_path):
     assert "victim" in refused and "evil" in refused
     assert not (tmp_path / f"evil_{ASSIGNMENT}.ipynb").exists()
     shutil.rmtree(root)
+
+
+def test_autograde_refuses_without_a_sandbox_and_reports_no_sandbox(tmp_path, monkeypatch):
+    """No working bwrap: autograde stops and says why; --no-sandbox grades and writes it into problems.csv and the
+    summary."""
+    from autograde_tests import sandbox
+
+    monkeypatch.setenv("COURSE_GRADING_SANDBOX", "1")  # restored afterwards: --no-sandbox sets it to 0
+    (tmp_path / "course").mkdir()
+    root = copy_course(tmp_path / "course")
+    grade.release(root, ASSIGNMENT)
+    write_submission(root, ASSIGNMENT, "s1", quick(nbformat.read(root / "notebooks" / ASSIGNMENT /
+                                                                f"{ASSIGNMENT}.ipynb", as_version=4)))
+    monkeypatch.setattr(sandbox, "_status", "bubblewrap (bwrap) is not installed")
+    with pytest.raises(SystemExit, match="no working grading sandbox: bubblewrap"):
+        grade.autograde(root, ASSIGNMENT)
+    problems = grade.autograde(root, ASSIGNMENT, sandbox=False)
+    assert problems["s1"][0] == grade.NO_SANDBOX
+    assert grade.NO_SANDBOX in (root / "reports" / ASSIGNMENT / "problems.csv").read_text()
+    grade.summary(root, ASSIGNMENT)
+    assert "WITHOUT the sandbox" in (root / "reports" / ASSIGNMENT / "summary.md").read_text()
+
+
+def test_hidden_failure_names_the_property_and_hint_not_the_inputs():
+    from autograde_tests import checks
+    from autograde_tests.judge import hidden_message
+
+    message = ("q_sample differs from the reference by 0.88 at t=37 (cosine schedule, T=500, x0 of shape (6, 1, 4, 4), "
+               "torch.float64); the noise is scaled by sqrt(1 - alpha_bar_t), not (1 - alpha_bar_t)")
+    shown = hidden_message(checks.check_q_sample, "q_sample", message)
+    assert "equals course_lib.forward.add_noise" in shown and "not (1 - alpha_bar_t)" in shown
+    assert "T=500" not in shown and "t=37" not in shown and "(6, 1, 4, 4)" not in shown

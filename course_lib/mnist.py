@@ -297,3 +297,22 @@ def load_fashion_mnist(split="train", size=28, root=None):
             f"{FASHION_MNIST_DIR}), or pass root= a folder holding them."
         )
     return to_tensors(*_load_idx_pair(folder, split, "Fashion-MNIST"), size=size)
+
+
+def class_balanced(labels, n):
+    """Indices of n examples taking the classes in turn (0, 1, ..., 9, 0, ...), each the first not yet taken.
+
+    The shipped subset is sorted by class, so `images[:8]` would be eight zeros; `images[class_balanced(labels, 8)]`
+    is one each of the digits 0 to 7. labels: (N,) int tensor. Returns a LongTensor (n,).
+    """
+    classes = sorted(set(labels.tolist()))
+    queues = {c: (labels == c).nonzero().flatten().tolist() for c in classes}
+    picked = []
+    while len(picked) < n:
+        available = [c for c in classes if queues[c]]
+        if not available:
+            raise ValueError(f"only {len(picked)} examples; asked for {n}")
+        for c in available:
+            if len(picked) < n:
+                picked.append(queues[c].pop(0))
+    return torch.tensor(picked, dtype=torch.long)

@@ -255,3 +255,14 @@ def test_fashion_mnist_debian_package_loads():
     assert len(x_train) + len(x_test) == 70_000 and x_train.shape[1:] == (1, 28, 28)
     assert x_test.min() == -1.0 and x_test.max() == 1.0
     assert (torch.bincount(y_test, minlength=10) == 1000).all()
+
+
+def test_class_balanced_takes_the_classes_in_turn():
+    from course_lib.mnist import class_balanced
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])  # sorted by class, as the shipped subset is
+    assert class_balanced(labels, 5).tolist() == [0, 3, 5, 1, 4]
+    images, labels = mnist.load_mnist("test", source="shipped", verbose=False)
+    assert labels[class_balanced(labels, 10)].tolist() == list(range(10))
+    with pytest.raises(ValueError, match="only 6 examples"):
+        class_balanced(torch.tensor([0, 0, 0, 1, 1, 2]), 7)

@@ -141,3 +141,29 @@ def test_classifier_score_bounds_and_negative_control():
     assert classifier_score(uniform)[0] == pytest.approx(1.0, abs=1e-9)
     mean, std = classifier_score(torch.randn(200, C, generator=torch.Generator().manual_seed(0)) * 3, num_splits=4)
     assert 1.0 < mean < C and std > 0
+
+
+def test_fid_and_kid_get_worse_with_what_the_eye_sees_as_worse():
+    """The course's FID and KID rank real held-out digits above the same digits with added noise or with blur, and
+    more noise or more blur scores worse still: the metric responds to what the eye sees."""
+    import torch.nn.functional as F
+
+    from course_lib.metrics import fid_kid
+    from course_lib.mnist import load_mnist
+
+    images, _ = load_mnist("test", source="shipped", verbose=False)
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    kernel = torch.ones(1, 1, 3, 3) / 9
+
+    def blurred(x, times):
+        for _ in range(times):
+            x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
+        return x
+
+    scores = {"real": fid_kid(images), "noise 0.2": fid_kid((images + 0.2 * noise).clamp(-1, 1)),
+              "noise 0.5": fid_kid((images + 0.5 * noise).clamp(-1, 1)), "blur 1": fid_kid(blurred(images, 1)),
+              "blur 3": fid_kid(blurred(images, 3))}
+    fid = {k: v["fid"] for k, v in scores.items()}
+    assert fid["real"] < fid["noise 0.2"] < fid["noise 0.5"], fid
+    assert fid["real"] < fid["blur 1"] < fid["blur 3"], fid
+    assert scores["real"]["kid"] < min(scores[k]["kid"] for k in ["noise 0.5", "blur 3"]), scores

@@ -102,6 +102,9 @@ def activated_env():
 def lab(extra):
     notebooks = ROOT / "notebooks"
     notebooks.mkdir(exist_ok=True)
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
+        say("running as root (a container?): passing --allow-root to JupyterLab")
+        extra = [*extra, "--allow-root"]
     say("starting JupyterLab in notebooks/ (Ctrl-C to stop)")
     return run([PYTHON, "-m", "jupyterlab", *extra], cwd=notebooks, env=activated_env())
 

@@ -13,7 +13,7 @@ number for every graded notebook, so that answers cannot be prepared in advance.
 """
 import functools
 
-from autograde_tests.kernel_side import Gen, Unknown, call_function
+from autograde_tests.kernel_side import Gen, call_function
 
 SALT = 0
 
@@ -118,4 +118,4 @@ def student_gen(seed):
     return Gen(salted(seed))
 
 
-__all__ = ["Call", "CheckFailed", "StudentRaised", "Unknown", "check", "drive", "run_local", "salted", "student_gen", "SALT"]
+__all__ = ["Call", "CheckFailed", "StudentRaised", "check", "drive", "run_local", "salted", "student_gen", "SALT"]

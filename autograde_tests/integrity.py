@@ -16,12 +16,11 @@ The verdicts themselves are computed outside the student's kernel (judge.py), wh
    javascript: URL in the HTML).
 """
 import ast
+import difflib
 import re
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-TAMPER_MARK = "integrity:"  # every guard failure starts with this, so scripts/grade.py can report it
-TRUNCATED_MARK = "[output truncated by the grader:"
-MAX_OUTPUT_CHARS = 100_000  # per output in the autograded notebook (and per cell in the kernel)
+from autograde_tests.kernel_side import MAX_OUTPUT_CHARS, TRUNCATED_MARK  # noqa: E402 (one definition, both sides)
 
 # --- 1. static scan ------------------------------------------------------------------------------------------
 
@@ -238,9 +237,8 @@ _SCHEME = re.compile(rf"(?i)(java|vb)\s*script\s*{_COLON}|data\s*{_COLON}\s*text
 
 def _defang(text):
     """Markdown source with raw HTML shown as text (no tags, no event handlers) and script URLs disabled."""
-    text = _SCHEME.sub("blocked:", text)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _SCHEME.sub("blocked:", text)
+    text = _SCHEME.sub("blocked:", text)  # before escaping; _COLON also matches colons escaped once or more
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def sanitize_feedback(nb, resources):
@@ -261,7 +259,6 @@ def sanitize_feedback(nb, resources):
 
 # --- 2. copying the reference ----------------------------------------------------------------------------------
 
-COPY_MODULES = ("schedules", "forward", "ddpm", "ddim", "train")
 COPY_MIN_NODES = 40  # shorter functions (one-line formulas) are written the same way by everyone
 COPY_RATIO = 0.9
 
@@ -283,6 +280,10 @@ def _shape(fn):
 _reference_shapes = None
 
 
+def _alike(a, b):
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
 def _solution_shapes(lib):
     """Shapes of the functions in the course's own solution notebooks (solutions/*/*.ipynb beside course_lib)."""
     import json
@@ -300,27 +301,21 @@ def reference_shapes():
     that the course's own solution writes the same way (there the docstring dictates the code: no evidence)."""
     global _reference_shapes
     if _reference_shapes is None:
-        import difflib
-        import importlib.util
-        from pathlib import Path
+        from autograde_tests.sandbox import WITHHELD, course_lib_dir
 
-        lib = Path(importlib.util.find_spec("course_lib").origin).parent
+        lib = course_lib_dir()
         solutions = _solution_shapes(lib)
         _reference_shapes = {}
-        for module in COPY_MODULES:
+        for module in WITHHELD:  # the modules that implement what the assignments ask for
             for node in ast.parse((lib / f"{module}.py").read_text()).body:
                 shape = _shape(node) if isinstance(node, ast.FunctionDef) else []
-                if len(shape) >= COPY_MIN_NODES and not any(
-                        difflib.SequenceMatcher(None, shape, s, autojunk=False).ratio() >= COPY_RATIO
-                        for s in solutions):
+                if len(shape) >= COPY_MIN_NODES and not any(_alike(shape, s) >= COPY_RATIO for s in solutions):
                     _reference_shapes[f"{module}.{node.name}"] = shape
     return _reference_shapes
 
 
 def copied_reference(nb):
     """Messages for the solution cells' functions whose code is near-identical to a course_lib implementation."""
-    import difflib
-
     found = []
     for i, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code" or not _nbgrader(cell).get("solution"):
@@ -331,7 +326,7 @@ def copied_reference(nb):
             if len(shape) < COPY_MIN_NODES:
                 continue
             for name, ref in reference_shapes().items():
-                ratio = difflib.SequenceMatcher(None, shape, ref, autojunk=False).ratio()
+                ratio = _alike(shape, ref)
                 if ratio >= COPY_RATIO:
                     found.append(f"cell {_nbgrader(cell).get('grade_id') or i}: {fn.name} is near-identical to "
                                  f"course_lib.{name} ({ratio:.0%} of its code's structure)")

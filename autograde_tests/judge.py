@@ -27,6 +27,7 @@ from traitlets import Bool
 
 from autograde_tests import harness
 from autograde_tests.kernel_side import PROBE_MIME, decode, encode
+from autograde_tests.sandbox import SandboxKernelManager, sandbox_problem
 
 CHECK_MODULES = ("autograde_tests.checks", "autograde_tests.checks_ddim")
 MAX_REPORT_CHARS = 100 * 2**20
@@ -117,15 +118,11 @@ class JudgedExecute(Execute):
                    ).tag(config=True)
 
     def __init__(self, **kwargs):
-        from autograde_tests.sandbox import SandboxKernelManager
-
         super().__init__(**kwargs)
         self.kernel_manager_class = SandboxKernelManager if self.sandbox else AsyncKernelManager
 
     def preprocess(self, nb, resources=None, km=None):
         if self.sandbox:
-            from autograde_tests.sandbox import sandbox_problem
-
             problem = sandbox_problem()
             if problem:
                 raise RuntimeError(f"no working grading sandbox ({problem}); install bubblewrap (docs/instructor.md) "

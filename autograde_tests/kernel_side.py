@@ -18,7 +18,8 @@ import sys
 PROBE_MIME = "application/vnd.course.probe+json"
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 MAX_RESULT_BYTES = 64 * 2**20  # a decoded result larger than this is refused by the grader
-MAX_OUTPUT_CHARS = 100_000  # per cell in the grading kernel; longer stdout/stderr is cut
+MAX_OUTPUT_CHARS = 100_000  # per cell in the grading kernel, and per output in the autograded notebook
+TRUNCATED_MARK = "[output truncated by the grader:"  # starts every notice of a cut, so grade.py can report it
 
 
 # --- plain-data codec -------------------------------------------------------------------------------------------
@@ -216,8 +217,6 @@ def call_function(fn, names, values):
     names: the argument names (for messages). Used by the probe in the grading kernel and by the checks in a
     student's own kernel, so both report exactly the same things.
     """
-    import torch
-
     args = [materialize(v) for v in values]
     before = [snapshot(a) for a in args]
     report = {}
@@ -229,7 +228,6 @@ def call_function(fn, names, values):
         report["raised"] = [type(e).__name__, [c.__name__ for c in type(e).__mro__], str(e)[:2000]]
     else:
         report["value"] = out
-        report["is_tensor_subclass"] = torch.is_tensor(out) and type(out) is not torch.Tensor
     report["mutated"] = [name for name, b, a in zip(names, before, args) if changed(b, a)]
     report["calls"] = [list(v.calls) for v in args if isinstance(v, GaussianEps) and v.record]
     return report
@@ -264,8 +262,7 @@ class _CappedStream:
             kept = text[:self.limit - self.written]
             self._stream.write(kept)
             if len(kept) < len(text):
-                self._stream.write(f"\n[output truncated by the grader: this cell printed more than {self.limit} "
-                                   f"characters]\n")
+                self._stream.write(f"\n{TRUNCATED_MARK} this cell printed more than {self.limit} characters]\n")
         self.written += len(text)
         return len(text)
 

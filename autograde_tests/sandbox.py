@@ -141,12 +141,13 @@ def bwrap_args(ipc_dir):
     view, repo = build_view(), repo_dir()
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--uid", "1000", "--gid", "1000",
             "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/tmp/home"]
-    for top in ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]:
+    tops = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
+    for top in tops:
         args += _ro(top)
     for name in ETC:
         args += _ro(Path("/etc") / name)
     for prefix in sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), sys.prefix}):
-        if not prefix.startswith(("/usr/", "/bin", "/lib")) or prefix == "/usr":
+        if not any(prefix == top or prefix.startswith(top + "/") for top in tops):  # else shown already
             args += _ro(prefix)
     for package in HIDDEN_PACKAGES:
         spec = importlib.util.find_spec(package)

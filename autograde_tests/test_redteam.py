@@ -244,3 +244,18 @@ def test_hidden_failure_names_the_property_and_hint_not_the_inputs():
     shown = hidden_message(checks.check_q_sample, "q_sample", message)
     assert "equals course_lib.forward.add_noise" in shown and "not (1 - alpha_bar_t)" in shown
     assert "T=500" not in shown and "t=37" not in shown and "(6, 1, 4, 4)" not in shown
+
+
+def test_links_in_a_submission_are_removed_before_grading(tmp_path):
+    """A link handed in (nbgrader's exchange copies what a student submits) never reaches nbgrader, which copies and
+    chmods the folder: it is removed first, and reported."""
+    folder = tmp_path / "submitted" / "s1" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    (folder / f"{ASSIGNMENT}.ipynb").write_text("{}")
+    target = tmp_path / "gradebook.db"
+    target.write_text("grades")
+    (folder / "notes.db").symlink_to(target)
+    problem = grade.sweep_links(folder)
+    assert problem and "notes.db" in problem[0] and "removed before grading" in problem[0]
+    assert sorted(p.name for p in folder.iterdir()) == [f"{ASSIGNMENT}.ipynb"] and target.read_text() == "grades"
+    assert grade.sweep_links(folder) == []

@@ -176,14 +176,18 @@ def error_problems(nb):
     return list(dict.fromkeys(problems))
 
 
-def sweep_autograded(folder):
-    """Remove what the kernel may have left in its writable folder that could point outside it (links, devices)."""
+def sweep_links(folder):
+    """Remove links and special files from a submission folder before anything copies, reads or chmods it (a student
+    can hand in a link through nbgrader's exchange; followed, it would reach the gradebook or a classmate's files).
+    The sandboxed kernel writes only into a private copy, so nothing it makes needs sweeping afterwards.
+    Returns a problem message, or []."""
     removed = []
     for path in sorted(Path(folder).rglob("*"), reverse=True) if Path(folder).exists() else []:
         if path.is_symlink() or not (path.is_file() or path.is_dir()):
             path.unlink()
             removed.append(path.name)
-    return removed
+    return [f"the submission held links or special files ({', '.join(removed[:5])}): removed before grading"
+            ] if removed else []
 
 
 def grade_one(root, assignment, student, timeout=None):
@@ -222,9 +226,6 @@ def grade_one(root, assignment, student, timeout=None):
                          for _, cell, line, message in findings]
         problems += [f"{name} {message} (score kept; review by hand)" for message in integrity.copied_reference(nb)]
     result = load_api(root, timeout).autograde(assignment, student, force=True, create=True)
-    removed = sweep_autograded(root / "autograded" / student / assignment)
-    if removed:
-        problems.append(f"the notebook left links or special files in its folder ({', '.join(removed[:5])}): removed")
     if not result["success"]:
         lines = (result.get("log", "") + result.get("error", "")).splitlines()
         errors = [line.strip() for line in lines if re.match(r"\s*[\w.]+(Error|Exception): ", line)
@@ -341,17 +342,19 @@ def autograde(root, assignment, student=None, jobs=1, timeout=None, sandbox=True
 
     warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own session warnings, harmless
     start, problems = time.perf_counter(), {}
+    swept = {s: sweep_links(root / "submitted" / s / assignment) for s in students}
     bar = tqdm(total=len(students), desc=f"autograde {assignment}", unit="submission")
     if jobs <= 1:
         for s in students:
-            problems[s] = grade_safely(root, assignment, s, timeout)
+            problems[s] = swept[s] + grade_safely(root, assignment, s, timeout)
             bar.update()
     else:
         with ProcessPoolExecutor(jobs, initializer=_worker_init) as pool:
             futures = {pool.submit(grade_in_temp_root, root, assignment, s, timeout): s for s in students}
             for future in as_completed(futures):
                 s = futures[future]
-                temp, problems[s] = future.result()
+                temp, found = future.result()
+                problems[s] = swept[s] + found
                 merge_grades(temp, root, assignment, s)  # one writer: this process, one student at a time
                 bar.update()
     bar.close()

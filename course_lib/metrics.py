@@ -160,3 +160,63 @@ def fid_kid(images, classifier=None, reference=None, batch_size=500, num_subsets
     kid_mean, kid_std = kid(features, features_ref, num_subsets, subset_size, torch.Generator().manual_seed(seed))
     return {"fid": frechet_distance(mu, sigma, mu_ref, sigma_ref), "kid": kid_mean, "kid_std": kid_std,
             "classifier_score": classifier_score(logits)[0], "n": int(images.shape[0])}
+
+
+def bootstrap_fid_kid(features, mu_ref, sigma_ref, features_ref, num_resamples=1000, generator=None):
+    """Paired bootstrap of FID and KID for several sample sets against one real reference.
+
+    features: dict name -> (N, D), one row per sample; the same N for every set, and row i of every set
+    made from the same x_T (so one resampled index set is used for all of them: differences between
+    two settings are then paired). mu_ref (D,), sigma_ref (D, D): the reference statistics for FID;
+    features_ref (M, D): the reference features for KID. Each resample draws N rows with replacement.
+    KID here is the unbiased MMD^2 over all N rows against all M reference rows (`kid` with one subset of
+    everything); in a resample, pairs of copies of the same row are left out of the within-set term.
+    Returns dict name -> {"fid": (B,), "kid": (B,), "fid_point": float, "kid_point": float}, float64;
+    the point estimates are those of the original rows (no resampling).
+    """
+    names = list(features)
+    N = features[names[0]].shape[0]
+    if any(f.shape[0] != N for f in features.values()):
+        raise ValueError("every feature set must have the same N (paired bootstrap)")
+    mu_ref, sigma_ref = _as_float64(mu_ref, "mu_ref"), _as_float64(sigma_ref, "sigma_ref")
+    ref = _as_float64(features_ref, "features_ref")
+    M = ref.shape[0]
+    index = torch.randint(0, N, (num_resamples, N), generator=generator)  # (B, N)
+    counts = torch.zeros(num_resamples, N, dtype=torch.float64).scatter_add_(
+        1, index, torch.ones(num_resamples, N, dtype=torch.float64))  # (B, N) times each row is drawn
+    counts = torch.cat([torch.ones(1, N, dtype=torch.float64), counts])  # row 0: the original set
+    sqrt_ref = _sqrtm_psd(sigma_ref)  # (D, D)
+    k_rr = polynomial_kernel(ref, ref)
+    within_ref = (k_rr.sum() - k_rr.diagonal().sum()) / (M * (M - 1))
+    out = {}
+    for name in names:
+        f = _as_float64(features[name], name)  # (N, D)
+        mu = counts @ f / N  # (B+1, D)
+        second = torch.einsum("bn,nd,ne->bde", counts, f, f) / N  # (B+1, D, D)
+        sigma = (second - mu[:, :, None] * mu[:, None, :]) * N / (N - 1)  # (B+1, D, D)
+        middle = sqrt_ref @ sigma @ sqrt_ref
+        trace_sqrt = torch.linalg.eigvalsh((middle + middle.transpose(1, 2)) / 2).clamp(min=0).sqrt().sum(1)
+        fid = ((mu - mu_ref).square().sum(1) + torch.diagonal(sigma, dim1=1, dim2=2).sum(1) + sigma_ref.trace()
+               - 2 * trace_sqrt).clamp(min=0)  # (B+1,)
+        k_ff = polynomial_kernel(f, f)
+        k_ff.fill_diagonal_(0)
+        pairs = N * N - counts.square().sum(1)  # ordered pairs of distinct rows in each resample
+        within = ((counts @ k_ff) * counts).sum(1) / pairs  # (B+1,)
+        across = counts @ polynomial_kernel(f, ref).mean(1) / N  # (B+1,)
+        kid_values = within + within_ref - 2 * across
+        out[name] = {"fid": fid[1:], "kid": kid_values[1:], "fid_point": float(fid[0]), "kid_point": float(kid_values[0])}
+    return out
+
+
+def percentile_interval(values, point=None, confidence=0.95):
+    """(low, high): the central `confidence` interval of bootstrap values (B,), as floats.
+
+    With `point` (the estimate from the original rows), the interval is shifted by the bootstrap's bias
+    mean(values) - point. FID needs this: a resample repeats rows, so it looks less diverse and its FID
+    is biased upwards (often by more than the interval's width at N = 250).
+    """
+    values = torch.as_tensor(values, dtype=torch.float64)
+    alpha = (1 - confidence) / 2
+    low, high = torch.quantile(values, torch.tensor([alpha, 1 - alpha], dtype=torch.float64))
+    shift = 0.0 if point is None else float(values.mean()) - point
+    return float(low) - shift, float(high) - shift

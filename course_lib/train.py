@@ -8,6 +8,7 @@ continues where it stopped and ends with the same weights as one uninterrupted r
 With precision="bf16" the model's forward runs under torch.autocast(bfloat16) (the loss stays float32);
 "auto" picks it only for image data on hardware that is fast at bfloat16 (see `pick_precision`).
 """
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -128,9 +129,15 @@ class TrainResult:
     precision: str = "fp32"
 
 
+def decayed_lr(lr, step, start, end):
+    """lr before `start`, a half cosine down to 0 at `end`, 0 after."""
+    fraction = min(max((step - start) / (end - start), 0.0), 1.0)
+    return lr * 0.5 * (1 + math.cos(math.pi * fraction))
+
+
 def train(model, data, schedule, steps, batch_size=128, lr=2e-4, ema_decay=None, seed=0, device=None,
           progress=True, log_every=50, grad_clip=1.0, checkpoint_path=None, checkpoint_every=None,
-          precision="auto"):
+          precision="auto", lr_decay=None):
     """Train `model` (in place) on `data` with L_simple for `steps` optimizer steps in total. Returns a TrainResult.
 
     data: (N, ...) float tensor of clean examples, e.g. (N, 1, 28, 28) in [-1, 1] or (N, 2) points; each step
@@ -141,9 +148,13 @@ def train(model, data, schedule, steps, batch_size=128, lr=2e-4, ema_decay=None,
     if the file exists, training resumes from it (`steps` counts all steps, including those already done).
     precision: "fp32", "bf16" (autocast around the model's forward; weights, optimizer and loss stay float32)
     or "auto" (see `pick_precision`). It is not part of the checkpoint: a run may resume in another precision.
+    lr_decay: None (constant lr) or (start, end): the lr follows a half cosine from lr at step `start` to 0 at
+    step `end` (set each step from the step count, so resuming needs no scheduler state).
     """
     if not torch.is_tensor(data) or not data.is_floating_point() or data.dim() < 2 or len(data) == 0:
         raise ValueError("data must be a non-empty float tensor of examples, shape (N, ...), e.g. (N, 2) points")
+    if lr_decay is not None and not (len(lr_decay) == 2 and 0 <= lr_decay[0] < lr_decay[1]):
+        raise ValueError(f"lr_decay must be (start, end) with 0 <= start < end, got {lr_decay!r}")
     if checkpoint_every is not None and checkpoint_path is None:
         raise ValueError("checkpoint_every needs a checkpoint_path to save to")
     device = pick_device(device)
@@ -156,6 +167,8 @@ def train(model, data, schedule, steps, batch_size=128, lr=2e-4, ema_decay=None,
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     train_config = {"batch_size": batch_size, "lr": lr, "ema_decay": ema_decay, "seed": seed,
                     "grad_clip": grad_clip, "data_shape": list(data.shape), "schedule": schedule.config()}
+    if lr_decay is not None:  # only then, so a constant-lr checkpoint may be continued with a decay
+        train_config["lr_decay"] = list(lr_decay)
     losses = []  # one float per step done; len(losses) is the step counter
 
     if checkpoint_path is not None and os.path.exists(checkpoint_path):  # resume where the last call stopped
@@ -172,6 +185,9 @@ def train(model, data, schedule, steps, batch_size=128, lr=2e-4, ema_decay=None,
     for _ in bar:
         idx = torch.randint(0, len(data), (batch_size,), generator=generator)  # (batch_size,)
         x0 = data[idx.to(data.device)].to(device)  # (batch_size, ...)
+        if lr_decay is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = decayed_lr(lr, len(losses), *lr_decay)
         loss = diffusion_loss(forward, x0, schedule, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -44,7 +44,8 @@ from course_lib.classifier import CLASSIFIER_PATH, embed, load_classifier, refer
 from course_lib.ddim import ddim_invert, ddim_sample, make_timesteps  # noqa: E402
 from course_lib.ddpm import ddpm_sample  # noqa: E402
 from course_lib.device import pick_device  # noqa: E402
-from course_lib.metrics import classifier_score, feature_stats, frechet_distance, kid, reference_features  # noqa: E402
+from course_lib.metrics import (bootstrap_fid_kid, classifier_score, feature_stats, frechet_distance,  # noqa: E402
+                                mmd2_unbiased, percentile_interval, reference_features)
 from course_lib.mnist import load_mnist  # noqa: E402
 from course_lib.plots import image_grid  # noqa: E402
 
@@ -57,7 +58,7 @@ QUICK = dict(samples=100, steps="10,20,50", etas="0,1", recon_digits=16, recon_s
              out=QUICK_OUT)
 CHUNK = 50  # samples per sampler call; chunk c of x_T draws its sampler noise from seed 1000 * (seed + 1) + c
 GRID = 10  # samples kept per setting for the figure
-KID_SUBSETS, KID_SUBSET_SIZE = 100, 100
+RESAMPLES, CONFIDENCE = 1000, 0.95  # paired bootstrap of FID and KID over the N samples of each setting
 # DDIM paper, CIFAR-10 (quadratic spacing): Table 1 FID for eta = 0 and 1, Table 2 MSE per dimension
 PAPER_FID = {0.0: {10: 13.36, 20: 6.84, 50: 4.67, 100: 4.16, 1000: 4.04},
              1.0: {10: 41.07, 20: 18.36, 50: 8.01, 100: 5.78, 1000: 4.73}}
@@ -174,18 +175,27 @@ def from_uint8_b64(text, size=28):
 
 # ---------------------------------------------------------------- the work
 
-def score(images, ctx):
-    """FID, KID and classifier score of images (N, 1, 28, 28), clamped to [-1, 1], against the train split."""
-    return score_features(*embed(images.clamp(-1, 1).cpu(), ctx["classifier"]), ctx)
-
-
 def score_features(features, logits, ctx):
-    """FID and KID of classifier features (N, D) against the train split, and the classifier score of logits (N, 10)."""
+    """FID and KID of classifier features (N, D) against the train split, and the classifier score of logits (N, 10).
+
+    KID: the unbiased MMD^2 of all N rows against all train features (no random subsets, so no seed).
+    """
     mu, sigma = feature_stats(features)
-    kid_mean, kid_std = kid(features, ctx["features_ref"], KID_SUBSETS, KID_SUBSET_SIZE,
-                            torch.Generator().manual_seed(ctx["args"].seed))
-    return {"fid": frechet_distance(mu, sigma, *ctx["stats_ref"]), "kid": kid_mean, "kid_std": kid_std,
+    kid_all = float(mmd2_unbiased(features.double(), ctx["features_ref"].double()))
+    return {"fid": frechet_distance(mu, sigma, *ctx["stats_ref"]), "kid": kid_all,
             "classifier_score": classifier_score(logits)[0], "n": int(features.shape[0])}
+
+
+def features_path(job, ctx):
+    """Where a finished Table 1 setting keeps its features and logits, for the bootstrap intervals."""
+    return ctx["out"] / "features" / (hashlib.sha256(job["key"].encode()).hexdigest()[:20] + ".pt")
+
+
+def save_features(job, ctx, features, logits):
+    path = features_path(job, ctx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": job["key"], "features": features.float(), "logits": logits.float()}, str(path) + ".tmp")
+    os.replace(str(path) + ".tmp", path)
 
 
 def run_baseline(job, ctx):
@@ -197,7 +207,9 @@ def run_baseline(job, ctx):
     else:
         images = ctx["x_T"]  # the samplers' own start: Gaussian noise
     start = time.time()
-    result = score(images, ctx)
+    features, logits = embed(images.clamp(-1, 1).cpu(), ctx["classifier"])
+    save_features(job, ctx, features, logits)
+    result = score_features(features, logits, ctx)
     return {**result, "wall_time_s": 0.0, "elapsed_s": time.time() - start}
 
 
@@ -240,8 +252,56 @@ def run_sampler(job, ctx, bar):
         wall += float(part["wall_time_s"])
         preview = part["preview"] if preview is None else preview
     features, logits = torch.cat(features), torch.cat(logits)
+    save_features(job, ctx, features, logits)
     return {**score_features(features, logits, ctx), "wall_time_s": wall, "seconds_per_sample": wall / len(features),
             "preview": to_uint8_b64(preview), "elapsed_s": time.time() - start}
+
+
+def intervals(done, ctx):
+    """Bootstrap intervals for every Table 1 setting and for the differences between settings.
+
+    One paired bootstrap (RESAMPLES resamples of the N sample indices, the same for every setting, as row i
+    of every setting starts from the same x_T) over the settings whose features are stored. Returns
+    ({key: {"fid": (low, high), "kid": (low, high)}}, [pair]) where a pair is a dict with the two jobs'
+    keys `a` and `b`, `metric`, `difference` (a - b), its interval `low`, `high` and `verdict`.
+    """
+    N = ctx["args"].samples
+    sets = {}
+    for job, r in done:
+        path = features_path(job, ctx)
+        if job["kind"] != "recon" and r["n"] == N and path.exists():
+            stored = torch.load(path, weights_only=True)
+            if stored["key"] == job["key"]:
+                sets[job["key"]] = stored["features"]
+    if not sets:
+        return {}, []
+    boot = bootstrap_fid_kid(sets, *ctx["stats_ref"], ctx["features_ref"], RESAMPLES,
+                             torch.Generator().manual_seed(ctx["args"].seed))
+    ci = {key: {m: percentile_interval(b[m], b[f"{m}_point"], CONFIDENCE) for m in ("fid", "kid")}
+          for key, b in boot.items()}
+    by_setting = {(job["kind"], job.get("eta"), job.get("num_steps")): job["key"] for job, _ in done if job["key"] in boot}
+    pairs = []
+    for (kind, eta, S), key in by_setting.items():
+        if kind != "ddim":
+            continue
+        others = [k for (kd, e, s), k in by_setting.items() if kd == "ddim" and s == S and e > eta]
+        others += [k for (kd, _, _), k in by_setting.items() if kd == "ddpm"]
+        for other in others:
+            for m in ("fid", "kid"):
+                point = boot[key][f"{m}_point"] - boot[other][f"{m}_point"]
+                low, high = percentile_interval(boot[key][m] - boot[other][m], point, CONFIDENCE)
+                verdict = "a lower" if high < 0 else "b lower" if low > 0 else "not resolved"
+                pairs.append({"a": key, "b": other, "metric": m, "difference": point, "low": low, "high": high,
+                              "verdict": verdict})
+    return ci, pairs
+
+
+def cleanup_features(jobs, ctx):
+    """Remove stored features that belong to no setting of this run (another model, N or seed)."""
+    keep = {features_path(job, ctx).name for job in jobs}
+    for path in (ctx["out"] / "features").glob("*.pt"):
+        if path.name not in keep:
+            path.unlink()
 
 
 def cleanup_partial(job, ctx):
@@ -282,7 +342,7 @@ def describe(job):
 def summary(job, result):
     if job["kind"] == "recon":
         return f"MSE {result['mse']:.5f} (std {result['mse_std']:.5f}), {result['wall_time_s']:.0f} s"
-    return (f"FID {result['fid']:.2f}, KID {1000 * result['kid']:.2f}e-3 (+- {1000 * result['kid_std']:.2f}), "
+    return (f"FID {result['fid']:.2f}, KID {1000 * result['kid']:.2f}e-3, "
             f"score {result['classifier_score']:.2f}, {result['wall_time_s']:.0f} s")
 
 
@@ -297,7 +357,7 @@ def collect(jobs, entries):
     return [(job, entries[job["key"]]["result"]) for job in jobs if job["key"] in entries]
 
 
-def write_table1(out, done, args, model_info):
+def write_table1(out, done, args, model_info, ci, pairs):
     rows = []
     for job, r in done:
         if job["kind"] == "recon":
@@ -305,14 +365,24 @@ def write_table1(out, done, args, model_info):
         sampler = job["name"] if job["kind"] == "baseline" else ("ddim" if job["kind"] == "ddim" else "ddpm_fixed_large")
         rows.append({"sampler": sampler, "eta": job.get("eta", ""), "num_steps": job.get("num_steps", ""),
                      "spacing": job.get("spacing", ""), "samples": r["n"], "fid": f"{r['fid']:.4f}",
-                     "kid": f"{r['kid']:.6f}", "kid_std": f"{r['kid_std']:.6f}",
+                     "fid_low": fmt(ci.get(job["key"], {}).get("fid", (None,))[0], 4),
+                     "fid_high": fmt(ci.get(job["key"], {}).get("fid", (None, None))[1], 4),
+                     "kid": f"{r['kid']:.6f}",
+                     "kid_low": fmt(ci.get(job["key"], {}).get("kid", (None,))[0], 6),
+                     "kid_high": fmt(ci.get(job["key"], {}).get("kid", (None, None))[1], 6),
                      "classifier_score": f"{r['classifier_score']:.4f}", "wall_time_s": f"{r['wall_time_s']:.1f}",
                      "seconds_per_sample": fmt(r.get("seconds_per_sample"), 4), "seed": args.seed,
                      "model_steps": model_info["steps"], "model_sha256": model_info["sha256"]})
-    header = ["sampler", "eta", "num_steps", "spacing", "samples", "fid", "kid", "kid_std", "classifier_score",
+    header = ["sampler", "eta", "num_steps", "spacing", "samples", "fid", "fid_low", "fid_high", "kid", "kid_low",
+              "kid_high", "classifier_score",
               "wall_time_s", "seconds_per_sample", "seed", "model_steps", "model_sha256"]
     lines = [",".join(header)] + [",".join(str(row[h]) for h in header) for row in rows]
     (out / "table1.csv").write_text("\n".join(lines) + "\n")
+    names = {job["key"]: describe(job) for job, _ in done}
+    lines = ["a,b,metric,difference,low,high,verdict"] + [
+        f"{names[p['a']]},{names[p['b']]},{p['metric']},{p['difference']:.6g},{p['low']:.6g},{p['high']:.6g},{p['verdict']}"
+        for p in pairs]
+    (out / "pairs.csv").write_text("\n".join(lines) + "\n")
 
     ddim = {(job["eta"], job["num_steps"]): r for job, r in done if job["kind"] == "ddim"}
     ddpm = next((r for job, r in done if job["kind"] == "ddpm"), None)
@@ -322,7 +392,15 @@ def write_table1(out, done, args, model_info):
     md = [f"# Table 1 analogue: sample quality by S and eta (MNIST, {args.samples} samples per setting)", "",
           f"Model: `{args.model.name}` after {model_info['steps']:,} training steps (sha256 "
           f"`{model_info['sha256'][:12]}`). Spacing `{args.spacing}`; seed {args.seed}; the same x_T for every "
-          "setting. Features: the course classifier's 64 (not Inception). Lower FID and KID are better.", ""]
+          "setting. Features: the course classifier's 64 (not Inception). Lower FID and KID are better. "
+          f"[low, high]: {CONFIDENCE:.0%} bootstrap interval ({RESAMPLES} resamples of the samples, percentile "
+          "interval shifted by the bootstrap bias); `pairs.csv` has the paired intervals of differences.", ""]
+
+    def with_ci(r, metric, scale, digits):
+        key = next(job["key"] for job, res in done if res is r)
+        low, high = ci.get(key, {}).get(metric, (None, None))
+        text = f"{scale * r[metric]:.{digits}f}"
+        return text if low is None else f"{text} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
 
     def grid(title, value):
         table = [f"## {title}", "", "| eta \\ S | " + " | ".join(str(S) for S in steps) + " |",
@@ -337,31 +415,41 @@ def write_table1(out, done, args, model_info):
             table.append("| DDPM, fixed large | " + " | ".join(cells) + " |")
         return table + [""]
 
-    md += grid("FID", lambda r: f"{r['fid']:.2f}")
-    md += grid("KID x 1000 (mean +- std over 100 subsets)", lambda r: f"{1000 * r['kid']:.2f} +- {1000 * r['kid_std']:.2f}")
+    md += grid(f"FID [{CONFIDENCE:.0%} interval]", lambda r: with_ci(r, "fid", 1, 2))
+    md += grid(f"KID x 1000 [{CONFIDENCE:.0%} interval]", lambda r: with_ci(r, "kid", 1000, 2))
     md += grid("Classifier score (IS analogue, at most 10)", lambda r: f"{r['classifier_score']:.2f}")
     md += grid("Wall time of sampling (s)", lambda r: f"{r['wall_time_s']:.0f}")
     md += ["## Baselines", "", "| images | N | FID | KID x 1000 | classifier score |", "| --- | ---: | ---: | ---: | ---: |"]
     labels = {"real_test": "real held-out test digits", "noise": "Gaussian noise x_T (clamped to [-1, 1])"}
     for name, r in base.items():
-        md.append(f"| {labels[name]} | {r['n']} | {r['fid']:.2f} | {1000 * r['kid']:.2f} +- {1000 * r['kid_std']:.2f} "
+        md.append(f"| {labels[name]} | {r['n']} | {with_ci(r, 'fid', 1, 2)} | {with_ci(r, 'kid', 1000, 2)} "
                   f"| {r['classifier_score']:.2f} |")
     md += ["", "Paper (CIFAR-10, Inception features, quadratic spacing), FID: eta = 0: "
            + ", ".join(f"S={S} {v}" for S, v in PAPER_FID[0.0].items()) + "; eta = 1: "
            + ", ".join(f"S={S} {v}" for S, v in PAPER_FID[1.0].items()) + "."]
     (out / "table1.md").write_text("\n".join(md) + "\n")
 
+    keys = {(job["eta"], job["num_steps"]): job["key"] for job, _ in done if job["kind"] == "ddim"}
+    ddpm_key = next((job["key"] for job, _ in done if job["kind"] == "ddpm"), None)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric, scale, label in ((axes[0], "fid", 1, "FID"), (axes[1], "kid", 1000, "KID x 1000")):
         for eta in args.etas:
             xs = [S for S in steps if (eta, S) in ddim]
             if xs:
-                ax.plot(xs, [scale * ddim[(eta, S)][metric] for S in xs], "o-", label=f"DDIM eta = {eta:g}")
+                ys = [scale * ddim[(eta, S)][metric] for S in xs]
+                bounds = [ci.get(keys[(eta, S)], {}).get(metric) for S in xs]
+                yerr = None if None in bounds else [[y - scale * b[0] for y, b in zip(ys, bounds)],
+                                                    [scale * b[1] - y for y, b in zip(ys, bounds)]]
+                ax.errorbar(xs, ys, yerr=yerr, fmt="o-", capsize=3, label=f"DDIM eta = {eta:g}")
         if ddpm is not None:
             ax.axhline(scale * ddpm[metric], color="k", ls="--", label=f"DDPM fixed large, S = {ddpm_T}")
+            band = ci.get(ddpm_key, {}).get(metric)
+            if band:
+                ax.axhspan(scale * band[0], scale * band[1], color="k", alpha=0.08)
         if "real_test" in base:
             ax.axhline(scale * base["real_test"][metric], color="gray", ls=":", label="real test digits (floor)")
-        ax.set(xscale="log", xlabel="S (sampling steps)", ylabel=label, title=f"{label}, {args.samples} samples")
+        ax.set(xscale="log", xlabel="S (sampling steps)", ylabel=label,
+               title=f"{label}, {args.samples} samples, {CONFIDENCE:.0%} bootstrap intervals")
         ax.set_xticks(steps, [str(S) for S in steps])
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=8)
@@ -444,54 +532,83 @@ def write_samples(out, done, args):
     plt.close(fig)
 
 
-def findings(done, args):
-    """What the numbers show, as sentences computed from the results (honest where they differ from the paper)."""
+def findings(done, args, ci, pairs):
+    """What the numbers show, as sentences computed from the results and their bootstrap intervals.
+
+    An ordering of two settings is stated only where the paired interval of their FID difference excludes 0;
+    otherwise the sentence says the difference is not resolved at N = args.samples.
+    """
     lines = []
-    ddim = {(job["eta"], job["num_steps"]): r for job, r in done if job["kind"] == "ddim"}
-    ddpm = next((r for job, r in done if job["kind"] == "ddpm"), None)
-    ddpm_T = next((job["num_steps"] for job, _ in done if job["kind"] == "ddpm"), None)
+    ddim = {(job["eta"], job["num_steps"]): (job, r) for job, r in done if job["kind"] == "ddim"}
+    ddpm = next(((job, r) for job, r in done if job["kind"] == "ddpm"), None)
     base = {job["name"]: r for job, r in done if job["kind"] == "baseline"}
+    fid_pairs = {(p["a"], p["b"]): p for p in pairs if p["metric"] == "fid"}
+    conf = f"{CONFIDENCE:.0%}"
+
+    def interval(job, r):
+        low, high = ci.get(job["key"], {}).get("fid", (None, None))
+        return f"{r['fid']:.2f}" + ("" if low is None else f" [{low:.2f}, {high:.2f}]")
+
+    def compare(job_a, job_b):
+        """(verdict about a against b, 'difference [low, high]') or None without an interval."""
+        p = fid_pairs.get((job_a["key"], job_b["key"]))
+        if p is None:
+            return None
+        return p["verdict"], f"{p['difference']:+.2f} [{p['low']:+.2f}, {p['high']:+.2f}]"
+
     if "real_test" in base:
         lines.append(f"- Floor: {base['real_test']['n']} real held-out digits score FID {base['real_test']['fid']:.2f} "
                      f"against the train statistics (FID is biased upwards at small N; compare settings at equal N). "
                      + (f"Gaussian noise scores {base['noise']['fid']:.1f}." if "noise" in base else ""))
-    if ddim:
-        spread = sorted(r["kid_std"] for r in ddim.values())[len(ddim) // 2]
-        lines.append(f"- Noise level: at N = {args.samples}, KID varies by about +-{1000 * spread:.0f}e-3 over subsets "
-                     "(median); differences between settings smaller than that, and the FID differences that go "
-                     "with them, are not significant.")
+    lines.append(f"- Intervals: FID [low, high] is a {conf} bootstrap interval over the {args.samples} samples; a "
+                 f"difference between two settings is resolved when its paired {conf} interval (`pairs.csv`) "
+                 "excludes 0. Unresolved differences are not orderings.")
     zero = sorted(S for (eta, S) in ddim if eta == 0)
     if zero:
-        fids = ", ".join(f"S={S}: {ddim[(0.0, S)]['fid']:.2f}" for S in zero)
-        lines.append(f"- DDIM eta = 0: FID {fids}.")
+        lines.append("- DDIM eta = 0: FID " + ", ".join(f"S={S}: {interval(*ddim[(0.0, S)])}" for S in zero) + ".")
     if ddpm is not None and zero:
-        reach = [S for S in zero if ddim[(0.0, S)]["fid"] <= ddpm["fid"]]
+        ddpm_job, ddpm_r = ddpm
+        lines.append(f"- DDPM fixed-large, S = {ddpm_job['num_steps']}: FID {interval(*ddpm)}.")
+        verdicts = {S: compare(ddim[(0.0, S)][0], ddpm_job) for S in zero}
+        reach = [S for S, v in verdicts.items() if v is not None and v[0] != "b lower"]
         if reach:
-            lines.append(f"- DDIM (eta = 0) reaches the FID of {ddpm_T}-step DDPM fixed-large ({ddpm['fid']:.2f}) at "
-                         f"S = {reach[0]}, a {ddpm_T // reach[0]}x speed-up in model calls "
-                         f"(the paper: 10x to 50x). Target: S <= 50; " + ("met." if reach[0] <= 50 else "NOT met."))
+            S = reach[0]
+            lines.append(f"- DDIM (eta = 0) is first not resolved worse than {ddpm_job['num_steps']}-step DDPM at "
+                         f"S = {S} (FID difference DDIM - DDPM {verdicts[S][1]}, {conf}): a "
+                         f"{ddpm_job['num_steps'] // S}x saving in model calls at this N (the paper: 10x to 50x).")
         else:
-            lines.append(f"- DDIM (eta = 0) does not reach the FID of {ddpm_T}-step DDPM fixed-large ({ddpm['fid']:.2f}) "
-                         f"at any S tried (best {min(ddim[(0.0, S)]['fid'] for S in zero):.2f}); target S <= 50 NOT met. "
-                         f"Nor does it in the paper on CIFAR-10: its best eta = 0 FID is {min(PAPER_FID[0.0].values())} "
-                         f"(S = {min(PAPER_FID[0.0], key=PAPER_FID[0.0].get)}) "
-                         f"against {PAPER_DDPM_FID} for 1000-step DDPM with sigma-hat.")
+            lines.append(f"- DDIM (eta = 0) stays resolved worse than {ddpm_job['num_steps']}-step DDPM at every S "
+                         f"tried (at S = {zero[-1]}: DDIM - DDPM {verdicts[zero[-1]][1] if verdicts[zero[-1]] else '?'}). "
+                         f"Nor does it reach it in the paper on CIFAR-10: its best eta = 0 FID is "
+                         f"{min(PAPER_FID[0.0].values())} against {PAPER_DDPM_FID} for 1000-step DDPM with sigma-hat.")
     if len(zero) > 1 and max(zero) >= 10 * min(zero):
-        S_close, S_max = first_within_10_percent({S: ddim[(0.0, S)]["fid"] for S in zero})
+        S_close, S_max = first_within_10_percent({S: ddim[(0.0, S)][1]["fid"] for S in zero})
         P_close, P_max = first_within_10_percent(PAPER_FID[0.0])
         lines.append(f"- Consistency of eta = 0: S = {S_close} comes within 10 % of its own S = {S_max} FID "
-                     f"({ddim[(0.0, S_close)]['fid']:.2f} against {ddim[(0.0, S_max)]['fid']:.2f}), "
+                     f"({ddim[(0.0, S_close)][1]['fid']:.2f} against {ddim[(0.0, S_max)][1]['fid']:.2f}), "
                      f"{S_max // S_close}x fewer model calls (the paper, CIFAR-10: S = {P_close}, "
                      f"{PAPER_FID[0.0][P_close]} against {PAPER_FID[0.0][P_max]}).")
     for S in sorted({S for (_, S) in ddim}):
         etas = sorted(eta for (eta, s) in ddim if s == S)
-        if len(etas) > 1:
-            best = min(etas, key=lambda eta: ddim[(eta, S)]["fid"])
-            order = " < ".join(f"{eta:g}" for eta in sorted(etas, key=lambda eta: ddim[(eta, S)]["fid"]))
-            agrees = "as in the paper" if best == min(etas) else "unlike the paper, where eta = 0 is best for every S <= 100"
-            if S >= 1000:
-                agrees = "the paper finds all eta close at S = 1000"
-            lines.append(f"- S = {S}: FID ordered by eta {order} (best eta = {best:g}; {agrees}).")
+        if len(etas) < 2:
+            continue
+        low_eta, high_eta = etas[0], etas[-1]
+        v = compare(ddim[(low_eta, S)][0], ddim[(high_eta, S)][0])
+        if v is None:
+            continue
+        if v[0] == "a lower":
+            said = f"eta = {low_eta:g} is better than eta = {high_eta:g} (as in the paper)"
+        elif v[0] == "b lower":
+            said = (f"eta = {high_eta:g} is better than eta = {low_eta:g}" +
+                    (" (the paper finds all eta close at S = 1000)" if S >= 1000 else
+                     " (unlike the paper, where eta = 0 is best for every S <= 100)"))
+        else:
+            said = f"eta = {low_eta:g} and eta = {high_eta:g} are not resolved"
+        others = [f"{a:g} vs {b:g}" for i, a in enumerate(etas) for b in etas[i + 1:]
+                  if (a, b) != (low_eta, high_eta) and compare(ddim[(a, S)][0], ddim[(b, S)][0])
+                  and compare(ddim[(a, S)][0], ddim[(b, S)][0])[0] == "not resolved"]
+        lines.append(f"- S = {S}: {said}; FID difference eta {low_eta:g} - eta {high_eta:g} {v[1]} ({conf})."
+                     + (f" Not resolved: eta {', '.join(others)}." if others else ""))
     return lines
 
 
@@ -524,7 +641,7 @@ def machine():
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, torch threads: {torch.get_num_threads()}"
 
 
-def write_readme(out, done, args, model_info, ctx, run_time):
+def write_readme(out, done, args, model_info, ctx, run_time, ci, pairs):
     total = sum(r.get("elapsed_s", 0.0) for _, r in done)
     command = "python scripts/evaluate_tables.py " + " ".join(ctx["argv"])
     settings_t1 = sum(1 for job, _ in done if job["kind"] in ("ddim", "ddpm"))
@@ -538,17 +655,23 @@ def write_readme(out, done, args, model_info, ctx, run_time):
             f"(the same for every setting), sampler noise for chunk c of {CHUNK} samples from seed 1000 * (seed + 1) + c. "
             f"Timesteps: `{args.spacing}` spacing (uniform, as in the paper's non-CIFAR runs; linspace starts at "
             "t = T-1 where x_T ~ N(0, I) is the right start, and ends at t = 0). Samples are clamped to [-1, 1] "
-            f"before scoring. KID: {KID_SUBSETS} subsets of min(N, {KID_SUBSET_SIZE}).",
+            "before scoring. KID: the unbiased MMD^2 of all N samples against all train features. Intervals: "
+            f"{CONFIDENCE:.0%} paired bootstrap ({RESAMPLES} resamples of the N sample indices, the same for every "
+            "setting; percentile intervals shifted by the bootstrap bias).",
             f"- Table 2: {args.recon_digits} held-out test digits (spread evenly over the classes).",
             f"- Machine: {machine()}; device {ctx['device']}.",
             f"- Time: {total / 60:.1f} min of evaluation in total over all (possibly resumed) runs; this invocation "
             f"took {run_time / 60:.1f} min.", "",
             "## What the numbers show", ""]
-    text += findings(done, args) + recon_findings(done)
+    text += findings(done, args, ci, pairs) + recon_findings(done)
     text += ["", "FID here uses a small MNIST classifier's features, so its scale is not comparable with the "
              "paper's CIFAR-10 Inception FIDs; the trends (across S and eta) are what to compare.", "",
              "## Files", "",
-             "- `table1.csv`, `table1.md`, `table1.png`: FID, KID and classifier score by S and eta, with baselines.",
+             "- `table1.csv`, `table1.md`, `table1.png`: FID, KID (with intervals) and classifier score by S and eta, "
+             "with baselines.",
+             "- `pairs.csv`: paired bootstrap intervals of FID and KID differences (eta against eta at each S, DDIM "
+             "against DDPM); `verdict` says which is lower, or `not resolved`.",
+             "- `features/`: the classifier features and logits of every Table 1 setting (what the intervals use).",
              "- `table2.csv`, `table2.md`, `table2.png`: reconstruction MSE by S.",
              "- `samples.png`: the first samples of each eta = 0 setting and of DDPM, from the same x_T.",
              "- `cache.json`: every finished setting, keyed by model hash, setting, N and seed."]
@@ -621,10 +744,12 @@ def main(argv=None):
             tqdm.write(f"[done] {describe(job)}: {summary(job, result)}")
 
     done = collect(jobs, cache["entries"])
-    write_table1(out, done, args, model_info)
+    cleanup_features(jobs, ctx)
+    ci, pairs = intervals(done, ctx)
+    write_table1(out, done, args, model_info, ci, pairs)
     write_table2(out, done, args, model_info)
     write_samples(out, done, args)
-    write_readme(out, done, args, model_info, ctx, time.time() - run_start)
+    write_readme(out, done, args, model_info, ctx, time.time() - run_start, ci, pairs)
     print(f"[evaluate] wrote {', '.join(sorted(p.name for p in out.iterdir() if p.is_file()))} "
           f"in {time.time() - run_start:.0f} s")
     return {"out": out, "computed": computed, "cached": [job["key"] for job in jobs if job["key"] not in computed],

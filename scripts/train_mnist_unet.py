@@ -46,6 +46,11 @@ def describe_precision(precision_steps):
     return ", then ".join(parts)
 
 
+def lr_words(meta):
+    decay = meta.get("lr_decay")
+    return f" (half-cosine decay to 0 from step {decay[0]:,} to {decay[1]:,})" if decay else " (constant)"
+
+
 def write_card(path, name, meta, size, command):
     card = f"""# Model card: {name}
 
@@ -57,7 +62,7 @@ The course's pretrained MNIST eps-model: `model(x_t, t) -> eps_pred`, `course_li
 | parameters | {meta["parameters"]:,} |
 | data | the shipped MNIST subset, train split ({meta["train_examples"]:,} digits), {size}x{size}, in [-1, 1] |
 | schedule | linear, T = 1000 (beta from 1e-4 to 0.02) |
-| objective | L_simple (DDPM eq. 14), AdamW lr {TRAIN["lr"]}, batch {TRAIN["batch_size"]}, grad-norm clip {TRAIN["grad_clip"]} |
+| objective | L_simple (DDPM eq. 14), AdamW lr {TRAIN["lr"]}{lr_words(meta)}, batch {TRAIN["batch_size"]}, grad-norm clip {TRAIN["grad_clip"]} |
 | weights | EMA, decay {TRAIN["ema_decay"]} |
 | seed | {TRAIN["seed"]} |
 | steps | {meta["steps"]:,} |
@@ -83,6 +88,8 @@ def main():
                              "leaving <name>'s files untouched")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="auto: bf16 autocast where the CPU/GPU is fast at it, else fp32")
+    parser.add_argument("--lr-decay", type=int, nargs=2, metavar=("START", "END"), default=None,
+                        help="half-cosine lr decay from step START to 0 at step END (keep passing it on resume)")
     args = parser.parse_args()
     source = args.name or f"mnist_unet{args.size}"
     name = args.export_name or source
@@ -106,6 +113,7 @@ def main():
     command = f"python scripts/train_mnist_unet.py --size {args.size} --steps {args.steps}"
     command += f" --export-name {name}" if name != source else ""
     command += f" --precision {args.precision}" if args.precision != "auto" else ""
+    command += f" --lr-decay {args.lr_decay[0]} {args.lr_decay[1]}" if args.lr_decay else ""
     start = time.time()
     done = read_checkpoint(resume)["train_state"]["step"] if resume.exists() else 0
     while done < args.steps and time.time() - start < args.minutes * 60:
@@ -114,11 +122,11 @@ def main():
         target = min(done + args.chunk, args.steps)
         result = train(model, data, schedule, target, checkpoint_path=resume, checkpoint_every=args.chunk,
                        device="cpu" if not torch.cuda.is_available() else None, precision=args.precision,
-                       progress=sys.stderr.isatty(), **TRAIN)
+                       progress=sys.stderr.isatty(), lr_decay=args.lr_decay, **TRAIN)
         precision_steps[result.precision] = precision_steps.get(result.precision, 0) + len(result.losses) - done
         done = len(result.losses)
         history["wall_time_s"] += time.time() - chunk_start
-        meta = {"steps": done, "seed": TRAIN["seed"], "loss_last_500": sum(result.losses[-500:]) / len(result.losses[-500:]),
+        meta = {"steps": done, "lr_decay": args.lr_decay, "seed": TRAIN["seed"], "loss_last_500": sum(result.losses[-500:]) / len(result.losses[-500:]),
                 "parameters": sum(p.numel() for p in model.parameters()), "train_examples": len(data),
                 "wall_time_s": history["wall_time_s"], "size": args.size, "precision_steps": precision_steps,
                 "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"}

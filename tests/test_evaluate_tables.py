@@ -50,9 +50,15 @@ def test_tiny_run_writes_the_tables_and_a_rerun_uses_the_cache(evaluate, tiny_mo
     assert not (out / "partial").exists(), "partial chunks must be removed once their setting is finished"
 
     rows = read_csv(out / "table1.csv")
-    assert list(rows[0]) == ["sampler", "eta", "num_steps", "spacing", "samples", "fid", "kid", "kid_std",
-                             "classifier_score", "wall_time_s", "seconds_per_sample", "seed", "model_steps",
-                             "model_sha256"]
+    assert list(rows[0]) == ["sampler", "eta", "num_steps", "spacing", "samples", "fid", "fid_low", "fid_high", "kid",
+                             "kid_low", "kid_high", "classifier_score", "wall_time_s", "seconds_per_sample", "seed",
+                             "model_steps", "model_sha256"]
+    for r in rows:  # every setting has its bootstrap intervals
+        assert float(r["fid_low"]) <= float(r["fid_high"]) and float(r["kid_low"]) <= float(r["kid_high"]), r
+    pairs = read_csv(out / "pairs.csv")  # eta 0 vs 1 at each S, and each DDIM setting vs DDPM; FID and KID
+    assert len(pairs) == 2 * (2 + 4) and {p["verdict"] for p in pairs} <= {"a lower", "b lower", "not resolved"}
+    assert all(float(p["low"]) <= float(p["high"]) for p in pairs)
+    assert len(list((out / "features").glob("*.pt"))) == 2 + 4 + 1
     settings = {(r["sampler"], r["eta"], r["num_steps"]) for r in rows}
     assert settings == {("real_test", "", ""), ("noise", "", ""), ("ddim", "0.0", "10"), ("ddim", "1.0", "10"),
                         ("ddim", "0.0", "20"), ("ddim", "1.0", "20"), ("ddpm_fixed_large", "", "100")}

@@ -167,3 +167,49 @@ def test_fid_and_kid_get_worse_with_what_the_eye_sees_as_worse():
     assert fid["real"] < fid["noise 0.2"] < fid["noise 0.5"], fid
     assert fid["real"] < fid["blur 1"] < fid["blur 3"], fid
     assert scores["real"]["kid"] < min(scores[k]["kid"] for k in ["noise 0.5", "blur 3"]), scores
+
+
+def test_bootstrap_matches_direct_computation_on_each_resample():
+    """Row 0 of the bootstrap is the original set; resample b equals FID/KID computed on the drawn rows directly."""
+    from course_lib.metrics import bootstrap_fid_kid, percentile_interval
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(300, 6, generator=g, dtype=torch.float64)
+    mu_ref, sigma_ref = feature_stats(ref)
+    a = torch.randn(40, 6, generator=g, dtype=torch.float64) * 1.2 + 0.3
+    b = a + 0.01 * torch.randn(40, 6, generator=g, dtype=torch.float64)
+    out = bootstrap_fid_kid({"a": a, "b": b}, mu_ref, sigma_ref, ref, 5, torch.Generator().manual_seed(7))
+    assert out["a"]["fid_point"] == pytest.approx(frechet_distance(*feature_stats(a), mu_ref, sigma_ref), rel=1e-9)
+    assert out["a"]["kid_point"] == pytest.approx(float(mmd2_unbiased(a, ref)), rel=1e-9)
+    index = torch.randint(0, 40, (5, 40), generator=torch.Generator().manual_seed(7))
+    for r in range(5):
+        rows = a[index[r]]
+        assert float(out["a"]["fid"][r]) == pytest.approx(frechet_distance(*feature_stats(rows), mu_ref, sigma_ref),
+                                                          rel=1e-9)
+        k = polynomial_kernel(rows, rows)
+        distinct = index[r][:, None] != index[r][None, :]  # pairs of copies of one row are left out
+        kid_direct = k[distinct].mean() \
+            + (polynomial_kernel(ref, ref).sum() - polynomial_kernel(ref, ref).diagonal().sum()) / (300 * 299) \
+            - 2 * polynomial_kernel(rows, ref).mean()
+        assert float(out["a"]["kid"][r]) == pytest.approx(float(kid_direct), rel=1e-9)
+    low, high = percentile_interval(out["a"]["fid"] - out["a"]["fid"], 0.0)
+    assert low == high == 0.0  # a set against itself: no difference in any resample
+
+
+def test_bootstrap_resolves_a_real_difference_and_not_a_null_one():
+    from course_lib.metrics import bootstrap_fid_kid, percentile_interval
+    g = torch.Generator().manual_seed(1)
+    ref = torch.randn(2000, 8, generator=g)
+    mu_ref, sigma_ref = feature_stats(ref)
+    same1, same2 = torch.randn(250, 8, generator=g), torch.randn(250, 8, generator=g)
+    shifted = torch.randn(250, 8, generator=g) + 0.5
+    out = bootstrap_fid_kid({"same1": same1, "same2": same2, "shifted": shifted}, mu_ref, sigma_ref, ref, 500,
+                            torch.Generator().manual_seed(0))
+    for metric in ("fid", "kid"):
+        point = out["shifted"][f"{metric}_point"] - out["same1"][f"{metric}_point"]
+        low, _ = percentile_interval(out["shifted"][metric] - out["same1"][metric], point)
+        assert low > 0, f"{metric}: a 0.5-sigma shift in every feature must be resolved"
+        point = out["same2"][f"{metric}_point"] - out["same1"][f"{metric}_point"]
+        low, high = percentile_interval(out["same2"][metric] - out["same1"][metric], point)
+        assert low < 0 < high, f"{metric}: two draws of one distribution must not be resolved ({low}, {high})"
+        low, high = percentile_interval(out["same1"][metric], out["same1"][f"{metric}_point"])
+        assert low <= out["same1"][f"{metric}_point"] <= high

@@ -51,7 +51,7 @@ def _sigma_hint(out, a, p, eta):
     variants = [
         (eta * ((1 - p) / (1 - a)).sqrt() * (1 - a / p),
          "beta_t belongs inside the square root: sigma_t = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/"
-         "abar_prev) (the lecture slides put it outside, which is wrong)"),
+         "abar_prev) (a common erratum in course notes, which is wrong)"),
         (eta**2 * (1 - p) / (1 - a) * (1 - a / p), "that is sigma_t^2: return the standard deviation, not the variance"),
         (eta * (1 - a / p).sqrt(),
          "that is eta sqrt(1 - abar_t/abar_prev), DDPM's 'fixed large' sigma-hat; eq. (16) also has the factor "
@@ -121,6 +121,80 @@ def check_ddim_sigma(hidden=False):
         err = _max_err(out, ddim.ddim_sigma(a, p, 0.6))
         assert err < 1e-8, (f"ddim_sigma on (S,) tensors differs from eq. (16) by {err:.2g}; use tensor operations "
                             f"(.sqrt(), not math.sqrt) and no Python `if` on the values, so that it works elementwise")
+
+
+# --- the weights of eq. (12), derived by matching marginals ---------------------------------------------------
+
+def _weights_reference(a, p, sigma):
+    """(omega_0, omega_t) in float64: omega_t = sqrt((1 - abar_prev - sigma^2)/(1 - abar_t)), omega_0 = sqrt(abar_prev)
+    - sqrt(abar_t) omega_t."""
+    a, p, sigma = a.double(), p.double(), sigma.double()
+    omega_t = ((1 - p - sigma**2).clamp(min=0) / (1 - a)).sqrt()
+    return p.sqrt() - a.sqrt() * omega_t, omega_t
+
+
+def _weights_hint(omega_0, omega_t, a, p, sigma):
+    """What the student's weights get wrong, said through the two matching conditions (float64 a, p, sigma)."""
+    mean_err = _max_err(omega_0.double() + omega_t.double() * a.sqrt(), p.sqrt())
+    var_err = _max_err(omega_t.double() ** 2 * (1 - a) + sigma**2, 1 - p)
+    if (omega_t.double() < -1e-12).any():
+        return "; take omega_t >= 0 (the sign the paper chooses: x_prev moves along x_t, not against it)"
+    if mean_err > 1e-6 and var_err > 1e-6:
+        return ("; neither condition holds: the mean of x_prev given x_0 is (omega_0 + omega_t sqrt(abar_t)) x_0 + b, "
+                "its variance omega_t^2 (1 - abar_t) + sigma_t^2")
+    if mean_err > 1e-6:
+        return ("; the variance matches but the mean does not: (omega_0 + omega_t sqrt(abar_t)) x_0 must equal "
+                "sqrt(abar_prev) x_0 for every x_0")
+    if var_err > 1e-6:
+        return ("; the mean matches but the variance does not: omega_t^2 (1 - abar_t) + sigma_t^2 must equal "
+                "1 - abar_prev")
+    return ""
+
+
+def _weights_call(a, p, sigma):
+    out = yield Call("ddim_weights", alpha_bar_t=a.clone(), alpha_bar_prev=p.clone(), sigma_t=sigma.clone())
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise AssertionError(f"ddim_weights should return a pair (omega_0, omega_t), got {type(out).__name__}"
+                             + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    return (_as_tensor(out[0], "ddim_weights' omega_0", a.shape, a.dtype),
+            _as_tensor(out[1], "ddim_weights' omega_t", a.shape, a.dtype))
+
+
+@check("ddim_weights")
+def check_ddim_weights(hidden=False):
+    """ddim_weights(alpha_bar_t, alpha_bar_prev, sigma_t) -> (omega_0, omega_t) keep q(x_prev | x_0) (seed 004, Q2)."""
+    if not hidden:
+        cases = [("linear", 1000, torch.float64, "trailing", 10, [0.0, 0.5, 0.99])]
+    else:
+        cases = [("cosine", 400, torch.float32, "quad", 20, [0.3, 0.999]),
+                 ("coarse", 10, torch.float64, "linspace", 4, [0.0, 0.8]),
+                 ("linear", 1000, torch.float32, "leading", 50, [0.95])]
+    # sigma_t stays below its largest value: at it, 1 - abar_prev - sigma_t^2 may round below 0 and sqrt gives NaN
+    for name, T, dtype, spacing, S, fractions in cases:
+        sched = _schedule(name, T, dtype)
+        for fraction in fractions:  # sigma_t as this fraction of its largest value sqrt(1 - abar_prev)
+            for t, t_prev in ddim.make_timesteps(T, S, spacing):
+                a, p = sched.alpha_bar[t], _abar_prev(sched.alpha_bar, t_prev)
+                sigma = (fraction * (1 - p.double()).sqrt()).to(dtype)
+                omega_0, omega_t = yield from _weights_call(a, p, sigma)
+                where = (f"at t={t} -> t_prev={t_prev} with sigma_t = {fraction:g} sqrt(1 - abar_prev) ({name} schedule, "
+                         f"T={T}, {spacing} S={S}, {dtype})")
+                hint = _weights_hint(omega_0, omega_t, a.double(), p.double(), sigma.double())
+                ref_0, ref_t = _weights_reference(a, p, sigma)
+                err = max(_max_err(omega_0, ref_0), _max_err(omega_t, ref_t))
+                assert err < _tol(dtype, sched, t), f"ddim_weights is off by {err:.2g} {where}{hint}"
+    if hidden:  # (S,) tensors in, (S,) out; sigma near its largest, where omega_t is near 0
+        sched = _schedule("linear", 1000, torch.float64)
+        pairs = ddim.make_timesteps(1000, 25, "trailing")
+        a = torch.stack([sched.alpha_bar[t] for t, _ in pairs])  # (S,)
+        p = torch.stack([_abar_prev(sched.alpha_bar, t_prev) for _, t_prev in pairs])  # (S,)
+        for sigma in (ddim.ddim_sigma(a, p, 0.6), 0.999 * (1 - p).sqrt()):
+            omega_0, omega_t = yield from _weights_call(a, p, sigma)
+            ref_0, ref_t = _weights_reference(a, p, sigma)
+            err = max(_max_err(omega_0, ref_0), _max_err(omega_t, ref_t))
+            assert err < 1e-8, (f"ddim_weights on (S,) tensors is off by {err:.2g}; use tensor operations (.sqrt(), "
+                                f"not math.sqrt) and no Python `if` on the values, so that it works elementwise"
+                                f"{_weights_hint(omega_0, omega_t, a, p, sigma)}")
 
 
 # --- timestep sub-sequences -----------------------------------------------------------------------------------

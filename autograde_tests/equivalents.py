@@ -98,6 +98,19 @@ def ddim_sigma(alpha_bar_t, alpha_bar_prev, eta):
     variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (alpha_bar_prev - alpha_bar_t) / alpha_bar_prev
     return eta * torch.sqrt(variance)
 '''),
+    "weights-from-eq12": ("ddim_weights_solution", '''
+def ddim_weights(alpha_bar_t, alpha_bar_prev, sigma_t):
+    # eq. (12) with x0_hat in place of x_0, read off as weights of x_0 and x_t
+    direction = torch.sqrt(1 - alpha_bar_prev - sigma_t * sigma_t)
+    return (torch.sqrt(alpha_bar_prev) - direction * torch.sqrt(alpha_bar_t / (1 - alpha_bar_t)),
+            direction / torch.sqrt(1 - alpha_bar_t))
+'''),
+    "weights-float64-list": ("ddim_weights_solution", '''
+def ddim_weights(alpha_bar_t, alpha_bar_prev, sigma_t):
+    a, p, s = alpha_bar_t.double(), alpha_bar_prev.double(), sigma_t.double()
+    w_t = ((1 - p - s**2) / (1 - a)) ** 0.5
+    return [(p**0.5 - a**0.5 * w_t).to(alpha_bar_t.dtype), w_t.to(alpha_bar_t.dtype)]
+'''),
     "timesteps-numpy": ("make_timesteps_solution", '''
 def make_timesteps(T, num_steps, spacing="leading"):
     S = num_steps

@@ -22,6 +22,11 @@ def ref_sigma(alpha_bar_t, alpha_bar_prev, eta):
     return ddim.ddim_sigma(alpha_bar_t, alpha_bar_prev, eta)
 
 
+def ref_weights(alpha_bar_t, alpha_bar_prev, sigma_t):
+    omega_t = ((1 - alpha_bar_prev - sigma_t**2) / (1 - alpha_bar_t)).sqrt()
+    return alpha_bar_prev.sqrt() - alpha_bar_t.sqrt() * omega_t, omega_t
+
+
 def ref_timesteps(T, num_steps, spacing="leading"):
     return ddim.make_timesteps(T, num_steps, spacing)
 
@@ -74,7 +79,7 @@ def fails(check, fn, match, hidden=False):
 
 # --- every check passes the reference --------------------------------------------------------------------------
 
-REFERENCES = [(C.check_ddim_sigma, ref_sigma), (C.check_make_timesteps, ref_timesteps), (C.check_ddim_step, ref_step),
+REFERENCES = [(C.check_ddim_sigma, ref_sigma), (C.check_ddim_weights, ref_weights), (C.check_make_timesteps, ref_timesteps), (C.check_ddim_step, ref_step),
               (C.check_ddim_sample, ref_sample), (C.check_ddim_deterministic, ref_sample),
               (C.check_matches_diffusers, ref_sample), (C.check_ddim_invert, ref_invert),
               (C.check_reconstruction_mse, ref_reconstruction), (C.check_slerp, ref_slerp)]
@@ -105,11 +110,42 @@ def test_importing_diffusers_leaves_torch_manual_seed_alone():
     assert torch.manual_seed is manual_seed
 
 
+# --- the weights of eq. (12), by matching marginals ------------------------------------------------------------
+
+def test_weights_in_another_correct_form_pass():
+    """omega_0 written as in eq. (12) after substituting x0_hat, and omega_t with the variance solved another way."""
+    def weights(a, p, sigma):
+        direction = (1 - p - sigma * sigma).sqrt()
+        return p.sqrt() - direction * (a / (1 - a)).sqrt(), direction / (1 - a).sqrt()
+    C.check_ddim_weights(weights)
+    C.check_ddim_weights(weights, hidden=True)
+
+
+def test_weights_mistakes_are_named():
+    fails(C.check_ddim_weights, lambda a, p, s: (p.sqrt() - a.sqrt() * ((1 - p - s) / (1 - a)).sqrt(),
+                                                 ((1 - p - s) / (1 - a)).sqrt()), "mean matches but the variance")
+    fails(C.check_ddim_weights, lambda a, p, s: (p.sqrt(), ((1 - p - s**2) / (1 - a)).sqrt()),
+          "variance matches but the mean does not")
+    fails(C.check_ddim_weights, lambda a, p, s: (p.sqrt() + a.sqrt() * ((1 - p - s**2) / (1 - a)).sqrt(),
+                                                 -((1 - p - s**2) / (1 - a)).sqrt()), "omega_t >= 0")
+    fails(C.check_ddim_weights, lambda a, p, s: ref_weights(a, p, s)[::-1], "neither condition")
+    fails(C.check_ddim_weights, lambda a, p, s: ref_weights(a, p, s)[0], "pair")
+
+
+def test_weights_scalar_only_code_fails_the_hidden_check():
+    def scalar_only(a, p, s):
+        omega_t = math.sqrt((1 - p.item() - s.item() ** 2) / (1 - a.item()))
+        return (torch.tensor(math.sqrt(p.item()) - math.sqrt(a.item()) * omega_t, dtype=a.dtype),
+                torch.tensor(omega_t, dtype=a.dtype))
+    C.check_ddim_weights(scalar_only)
+    fails(C.check_ddim_weights, scalar_only, "elementwise|raised|shape", hidden=True)
+
+
 # --- sigma_t(eta) ------------------------------------------------------------------------------------------------
 
-def test_sigma_slides_form_is_named():
+def test_sigma_erratum_form_is_named():
     fails(C.check_ddim_sigma, lambda a, p, eta: eta * ((1 - p) / (1 - a)).sqrt() * (1 - a / p),
-          "inside the square root.*slides")
+          "inside the square root.*erratum")
 
 
 def test_sigma_hat_is_named_and_caught_at_the_last_step():

@@ -215,7 +215,7 @@ def _resume(path, model, optimizer, ema, generator, train_config, device):
         raise ValueError(f"{str(path)!r} has no train_state (it was saved for inference, not by train); "
                          f"pass another checkpoint_path to train from scratch")
     check_expected(checkpoint, model, repr(str(path)))
-    diffs = [f"{key}={value!r} (this call: {train_config[key]!r})"
+    diffs = [f"{key}={value!r} (this call: {train_config.get(key)!r})"
              for key, value in state["train_config"].items() if value != train_config.get(key)]
     if diffs:
         raise ValueError(f"cannot resume from {str(path)!r}: it was trained with " + ", ".join(diffs)

@@ -51,7 +51,7 @@ def test_tiny_run_writes_the_tables_and_a_rerun_uses_the_cache(evaluate, tiny_mo
 
     rows = read_csv(out / "table1.csv")
     assert list(rows[0]) == ["sampler", "eta", "num_steps", "spacing", "samples", "fid", "fid_low", "fid_high", "kid",
-                             "kid_low", "kid_high", "classifier_score", "wall_time_s", "seconds_per_sample", "seed",
+                             "kid_std", "kid_low", "kid_high", "classifier_score", "wall_time_s", "seconds_per_sample", "seed",
                              "model_steps", "model_sha256"]
     for r in rows:  # every setting has its bootstrap intervals
         assert float(r["fid_low"]) <= float(r["fid_high"]) and float(r["kid_low"]) <= float(r["kid_high"]), r

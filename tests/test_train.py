@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from course_lib.mlp import MLPDenoiser
 from course_lib.schedules import make_schedule
-from course_lib.train import EMA, diffusion_loss, pick_precision, train
+from course_lib.train import EMA, decayed_lr, diffusion_loss, pick_precision, train
 from course_lib.unet import UNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,6 +116,30 @@ def test_resume_gives_same_weights_as_one_run(tmp_path):
         train(fresh_mlp(), data, schedule, steps=30, checkpoint_path=path, **{**kwargs, "lr": 5e-4})
     with pytest.raises(ValueError, match="hidden_dim=64"):
         train(MLPDenoiser(hidden_dim=32), data, schedule, steps=30, checkpoint_path=path, **kwargs)
+
+
+def test_decayed_lr_is_a_half_cosine():
+    assert decayed_lr(1.0, 0, 10, 20) == 1.0 and decayed_lr(1.0, 10, 10, 20) == 1.0
+    assert decayed_lr(1.0, 15, 10, 20) == pytest.approx(0.5) and decayed_lr(1.0, 20, 10, 20) == pytest.approx(0.0)
+    assert decayed_lr(2.0, 25, 10, 20) == pytest.approx(0.0)
+    assert decayed_lr(1.0, 12, 10, 20) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.2)))
+
+
+def test_lr_decay_resumes_like_one_run_and_may_follow_a_constant_lr(tmp_path):
+    data, schedule = gaussian_mixture(), make_schedule("linear", 100)
+    kwargs = dict(batch_size=32, lr=1e-3, ema_decay=0.9, seed=3, progress=False)
+    straight = train(fresh_mlp(), data, schedule, steps=20, lr_decay=(5, 20), **kwargs)
+    constant = train(fresh_mlp(), data, schedule, steps=20, **kwargs)
+    assert straight.losses[:6] == constant.losses[:6] and straight.losses[6:] != constant.losses[6:]
+
+    path = tmp_path / "run.pt"
+    train(fresh_mlp(), data, schedule, steps=5, checkpoint_path=path, **kwargs)  # constant lr so far
+    resumed = train(fresh_mlp(seed=99), data, schedule, steps=20, checkpoint_path=path, lr_decay=(5, 20), **kwargs)
+    assert resumed.losses == straight.losses
+    with pytest.raises(ValueError, match="lr_decay"):  # once decayed, a resume must keep the same decay
+        train(fresh_mlp(), data, schedule, steps=30, checkpoint_path=path, **kwargs)
+    with pytest.raises(ValueError, match="lr_decay must be"):
+        train(fresh_mlp(), data, schedule, steps=30, lr_decay=(20, 5), **kwargs)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -13,6 +13,7 @@ with matplotlib.figure.Figure, not pyplot, so they never pile up in pyplot's lis
 """
 import base64
 import io
+import math
 
 import torch
 from matplotlib.figure import Figure
@@ -92,8 +93,8 @@ def _show_batch(x, ax, title, lim=None):
         plot_points(x, ax=ax, title=title)
         if lim is not None:
             ax.set(xlim=(-lim, lim), ylim=(-lim, lim))
-    else:
-        show_images(x, ax=ax, title=title)
+    else:  # a square grid, so that the batch fills the square figure instead of a thin strip across it
+        show_images(x, nrow=math.ceil(math.sqrt(x.shape[0])), ax=ax, title=title)
 
 
 # 1. noise schedules -------------------------------------------------------------------------------

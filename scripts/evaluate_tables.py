@@ -46,7 +46,7 @@ from course_lib.ddpm import ddpm_sample  # noqa: E402
 from course_lib.device import pick_device  # noqa: E402
 from course_lib.metrics import (bootstrap_fid_kid, classifier_score, feature_stats, frechet_distance,  # noqa: E402
                                 kid, percentile_interval, reference_features)
-from course_lib.mnist import load_mnist  # noqa: E402
+from course_lib.mnist import class_balanced, load_mnist  # noqa: E402
 from course_lib.plots import image_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -489,8 +489,9 @@ def write_table2(out, done, args, model_info):
     fig, (ax, ax_img) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.2]})
     if recon:
         xs = [job["num_steps"] for job, _ in recon]
-        ax.errorbar(xs, [r["mse"] for _, r in recon], yerr=[r["mse_std"] for _, r in recon], fmt="o-",
-                    capsize=3, label=f"ours, MNIST ({args.recon_digits} digits)")
+        half = [1.96 * r["mse_std"] / r["digits"] ** 0.5 for _, r in recon]  # 95 % interval of the mean over digits
+        ax.errorbar(xs, [r["mse"] for _, r in recon], yerr=half, fmt="o-", capsize=3,
+                    label=f"ours, MNIST ({args.recon_digits} digits, 95 % interval of the mean)")
         paper = [(S, PAPER_MSE[S]) for S in xs if S in PAPER_MSE]
         ax.plot([S for S, _ in paper], [v for _, v in paper], "s--", color="gray", label="paper, CIFAR-10")
         ax.set_xticks(xs, [str(S) for S in xs])
@@ -510,9 +511,11 @@ def write_table2(out, done, args, model_info):
 
 
 def recon_digits(M):
-    """M held-out test digits, spread evenly over the (class-sorted) test split: (M, 1, 28, 28)."""
-    test, _ = load_mnist("test", source="shipped")
-    return test[torch.linspace(0, len(test) - 1, min(M, len(test))).round().long()]
+    """M held-out test digits, spread evenly over the (class-sorted) test split, then ordered so that the classes
+    take turns (the first 8, shown in the figure, are 8 different digits): (M, 1, 28, 28)."""
+    test, labels = load_mnist("test", source="shipped")
+    index = torch.linspace(0, len(test) - 1, min(M, len(test))).round().long()
+    return test[index[class_balanced(labels[index], len(index))]]
 
 
 def ctx_digits_preview(args):

@@ -12,6 +12,7 @@ from course_lib.schedules import make_schedule
 from course_lib.widgets import (
     ddim_explorer,
     draw_ddim,
+    draw_forward,
     draw_schedule,
     forward_scrubber,
     in_kernel,
@@ -99,3 +100,10 @@ def test_widget_display_carries_a_static_preview(schedule):
     w.children[0].value = 60  # moving the slider redraws inside the widget; the preview stays the default
     assert "t = 30" in w.preview.axes[0].get_title()
     assert schedule_explorer(static=False).children[1].value == 1000, "the T slider must start at T = 1000"
+
+
+def test_a_batch_of_images_fills_the_square_figure(schedule):
+    """16 images are drawn as a 4x4 grid, not an 8x2 strip lost in the square canvas (review: nb01 scrubber)."""
+    fig = draw_forward(torch.zeros(16, 1, 28, 28), 10, schedule, torch.randn(16, 1, 28, 28))
+    height, width = fig.axes[0].images[0].get_array().shape[:2]
+    assert 0.8 < height / width < 1.25, (height, width)

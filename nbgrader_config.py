@@ -61,10 +61,13 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata"]
 c.LimitOutput.max_lines = 1000
 
-# Feedback never shows hidden tests: their source, outputs and tracebacks are stripped (nbgrader#917).
+# Feedback never shows hidden tests: their source, outputs and tracebacks are stripped (nbgrader#917). Every test cell
+# gets a heading naming it, its checks and its result, and long messages wrap instead of being cut off
+# (integrity.name_test_cells, after the CSS step it adds to); scripts/grade.py feedback then inlines MathJax from an
+# installed package (integrity.finish_feedback_page), so that math renders offline.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades", integrity.strip_hidden_tests, integrity.sanitize_feedback,
-    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor", integrity.name_test_cells]
 
 # Collecting from an LMS download (scripts/grade.py collect): files named <student>_<anything>.ipynb, e.g.
 # s1234_assignment1.ipynb or s1234_attempt_2026-11-23.ipynb, become submitted/<student>/<assignment>/<notebook>.ipynb.

@@ -13,7 +13,11 @@ The verdicts themselves are computed outside the student's kernel (judge.py), wh
    source's flags and points, unknown grade_ids lose theirs), `limit_output_size` (autograde: long
    outputs are truncated), `strip_hidden_tests` (feedback: hidden test source never reaches students,
    nbgrader#917) and `sanitize_feedback` (feedback: no student-controlled script, event handler or
-   javascript: URL in the HTML).
+   javascript: URL in the HTML); `name_test_cells` (feedback, last: each test cell gets a heading that names it, its
+   checks, points and result, and the page's style wraps long output lines instead of cutting them off).
+4. `finish_feedback_page`: a feedback page with MathJax inlined from the installed jupyter-server-mathjax package
+   instead of nbgrader's CDN script, so that math renders offline, long lines wrapped and the table of contents'
+   "Test cell" entries named (scripts/grade.py feedback applies it to every page).
 """
 import ast
 import difflib
@@ -213,7 +217,7 @@ def strip_hidden_tests(nb, resources):
     """Feedback step (nbgrader#917): in every cell that holds hidden tests, drop the hidden source. The outputs of
     graded test cells are the judge's verdicts (judge.py), which never quote hidden inputs; anything else there
     (a kernel's error from before the judge, printed text) is replaced by a short notice."""
-    from autograde_tests.judge import HIDDEN_ENAME
+    from autograde_tests.judge import HIDDEN_ENAME, TIMEOUT_ENAME
 
     for cell in nb.cells:
         if cell.get("cell_type") != "code" or HIDDEN_BEGIN not in cell.source:
@@ -221,7 +225,8 @@ def strip_hidden_tests(nb, resources):
         cell.source = _visible_source(cell.source)
         outputs = []
         for output in cell.get("outputs", []):
-            if output.get("output_type") == "error" and output.get("ename") not in ("AssertionError", HIDDEN_ENAME):
+            if output.get("output_type") == "error" and output.get("ename") not in ("AssertionError", HIDDEN_ENAME,
+                                                                                     TIMEOUT_ENAME):
                 output.ename, output.evalue = "Error", "this check could not run (the kernel failed before it)"
                 output.traceback = [f"{output.ename}: {output.evalue}"]
             if output.get("output_type") == "error":
@@ -236,9 +241,10 @@ _SCHEME = re.compile(rf"(?i)(java|vb)\s*script\s*{_COLON}|data\s*{_COLON}\s*text
 
 
 def _defang(text):
-    """Markdown source with raw HTML shown as text (no tags, no event handlers) and script URLs disabled."""
+    """Markdown source with raw HTML shown as text (no tags, no event handlers) and script URLs disabled. Escaping
+    `&` and `<` is enough to stop every tag and entity; `>` is kept, so that markdown's `> quote` still works."""
     text = _SCHEME.sub("blocked:", text)  # before escaping; _COLON also matches colons escaped once or more
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("&", "&amp;").replace("<", "&lt;")
 
 
 def sanitize_feedback(nb, resources):
@@ -255,6 +261,109 @@ def sanitize_feedback(nb, resources):
                 output.data = {k: v for k, v in output.data.items() if k in SAFE_MIME}
     nb.metadata.pop("widgets", None)
     return nb, resources
+
+
+# Output is shown in <pre> elements that do not wrap: a long verdict was cut off at the page's edge.
+WRAP_CSS = ("/* verdicts in full: wrap long output lines instead of cutting them off */\n"
+            "div.output_area pre, div.output_subarea pre { white-space: pre-wrap; overflow-wrap: anywhere; }")
+
+
+def _is_test_cell(cell):
+    meta = _nbgrader(cell)
+    return cell.get("cell_type") == "code" and meta.get("grade") and not meta.get("solution")
+
+
+def _points(value):
+    return f"{float(value):g}"
+
+
+def name_test_cells(nb, resources):
+    """Feedback step, the last one (after CSSHTMLHeaderPreprocessor, which sets the page's CSS): before every graded
+    test cell a heading that names it (grade_id), the checks it runs and the function they test (from its visible
+    source, restored from the gradebook), its points and its result (nbgrader's own table of contents calls each
+    one "Test cell"); and a style rule that wraps long output lines, so that every message is shown in full."""
+    from autograde_tests.judge import TIMEOUT_ENAME, check_calls
+
+    cells = []
+    for cell in nb.cells:
+        if _is_test_cell(cell):
+            meta = _nbgrader(cell)
+            calls = check_calls(cell.source)
+            checks = ", ".join(f"`{name}` (tests `{args[0]}`)" if args else f"`{name}`" for name, args, _ in calls)
+            errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+            score = meta.get("score")
+            result = (f"score {_points(score)} / {_points(meta.get('points', 0))}" if score is not None else
+                      f"{_points(meta.get('points', 0))} points")
+            outcome = ("stopped at the time limit" if errors and errors[0].get("ename") == TIMEOUT_ENAME else
+                       "failed" if errors else "passed")
+            result += f", **{outcome}**" + (" (the message is below the cell)" if errors else "")
+            heading = f"**Test cell `{meta.get('grade_id')}`**" + (f": {checks}" if checks else "") + f"; {result}"
+            cells.append(_markdown_cell(heading.replace("<", "&lt;")))
+        cells.append(cell)
+    nb.cells = cells
+    css = resources.setdefault("inlining", {}).setdefault("css", [])
+    if WRAP_CSS not in css:
+        css.append(WRAP_CSS)
+    return nb, resources
+
+
+def _markdown_cell(text):
+    import nbformat
+
+    return nbformat.v4.new_markdown_cell(text)
+
+
+# --- 4. math that renders offline ------------------------------------------------------------------------------
+
+# MathJax 2.7 from the jupyter-server-mathjax package (a dependency of the course): the loader, the combined TeX
+# configuration (its input, MathML output and AMS extensions are all in that one file) and the Safe extension
+# (no \href, \style or \class from a student's markdown). Output is the browser's own MathML (NativeMML), which
+# needs no web fonts, so nothing is ever fetched: the page renders math without a network.
+MATHJAX_FILES = ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "config/Safe.js", "extensions/Safe.js")
+MATHJAX_CONFIG = """window.MathJax = {root: "", menuSettings: {renderer: "NativeMML", zoom: "None"}, showMathMenu: false,
+  messageStyle: "none", "fast-preview": {disabled: true},
+  tex2jax: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
+            processEscapes: true, processEnvironments: true}};"""
+CDN_MATHJAX = re.compile(r"<script[^>]*\ssrc=[\"']?https?://[^\"'>]*mathjax[^>]*>\s*</script>", re.I)
+REMOTE_SCRIPT = re.compile(r"<script[^>]*\ssrc=[\"']?(https?:)?//", re.I)
+OFFLINE_MARK = "inlined from the installed jupyter-server-mathjax package"
+_mathjax_html = None
+
+
+def mathjax_inline():
+    """<script> elements holding MathJax and its configuration, read from the installed package (cached)."""
+    global _mathjax_html
+    if _mathjax_html is None:
+        import importlib.util
+        from pathlib import Path
+
+        spec = importlib.util.find_spec("jupyter_server_mathjax")  # located, not imported (that starts jupyter_server)
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("jupyter-server-mathjax is not installed (pip install -e . installs it)")
+        static = Path(list(spec.submodule_search_locations)[0]) / "static"
+        parts = [MATHJAX_CONFIG] + [(static / name).read_text(encoding="utf-8") for name in MATHJAX_FILES]
+        # inside <script>, "</script" would end the element and "<!--" can start HTML's escaped state: in MathJax
+        # they occur in string and regex literals only, where "<\/" and "<\!" mean the same to JavaScript
+        parts = [re.sub(r"(?i)</(script)", r"<\\/\1", part).replace("<!--", "<\\!--") for part in parts]
+        _mathjax_html = (f"<!-- MathJax and its TeX configuration, {OFFLINE_MARK}: math renders offline -->\n"
+                         + "".join(f"<script type=\"text/javascript\">{part}</script>\n" for part in parts))
+    return _mathjax_html
+
+
+TOC_ENTRY = re.compile(r'<a href="#([\w.-]+)">Test cell</a>')
+
+
+def finish_feedback_page(text):
+    """A feedback page (nbgrader's HTML) as students get it: nbgrader's CDN MathJax script replaced by MathJax inlined
+    from the installed package, and the table of contents naming each test cell (nbgrader writes "Test cell" for all
+    of them). Idempotent. Raises if any script would still be fetched from a URL."""
+    if OFFLINE_MARK not in text:
+        text = CDN_MATHJAX.sub(lambda _: mathjax_inline(), text, count=1)
+    text = TOC_ENTRY.sub(r'<a href="#\1">Test cell <code>\1</code></a>', text)
+    remote = [m.group(0) for m in REMOTE_SCRIPT.finditer(text)]
+    if remote:
+        raise RuntimeError(f"the page would fetch a script from the network: {remote[0][:200]}")
+    return text
 
 
 # --- 2. copying the reference ----------------------------------------------------------------------------------

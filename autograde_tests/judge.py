@@ -11,17 +11,24 @@ with a fresh random salt for every notebook (harness.SALT), recorded in the note
 
 A failure of a visible check shows its message; a failure of a hidden check shows the property it tests and the
 message's hint (what to look at), not the hidden inputs. When a check fails and a check of a function it calls
-failed before it, the message says so.
+failed before it, the message says so. A function that still raises NotImplementedError is reported as not
+implemented yet, hidden check or not (the summary leaves it out of the failures). A call that runs past the per-cell
+time limit (c.Execute.timeout) gives a `TimeLimitExceeded` verdict naming the check, the function and the limit,
+hidden or not (it reveals no input); an ordinary cell that runs past it gets the same kind of message in place of
+nbclient's bare CellTimeoutError. Every judged test cell also records its verdict in its metadata (`course_verdict`:
+checks, function, result, message), which scripts/grade.py's summary reads.
 """
 import ast
 import contextlib
 import importlib
 import io
 import json
+import re
 import secrets
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellTimeoutError
 from nbgrader.preprocessors import Execute
 from traitlets import Bool
 
@@ -32,6 +39,10 @@ from autograde_tests.sandbox import SandboxKernelManager, sandbox_problem
 CHECK_MODULES = ("autograde_tests.checks", "autograde_tests.checks_ddim")
 MAX_REPORT_CHARS = 100 * 2**20
 HIDDEN_ENAME = "HiddenTestFailed"
+TIMEOUT_ENAME = "TimeLimitExceeded"  # a verdict (or an ordinary cell) stopped at the per-cell time limit
+TIMEOUT_ENAMES = ("CellTimeoutError", "TimeoutError", TIMEOUT_ENAME)
+NOT_IMPLEMENTED = " is not implemented yet"  # harness.respond's message for a function that raises NotImplementedError
+VERDICT_KEY = "course_verdict"  # cell metadata: what the judge decided for a graded test cell
 
 
 def find_check(name):
@@ -70,12 +81,16 @@ class ProbeFailed(Exception):
     """The kernel gave no usable answer for a call (timeout, unreadable output): the student's side."""
 
 
+class ProbeTimedOut(ProbeFailed):
+    """The call ran past the per-cell time limit and was interrupted."""
+
+
 def read_report(outputs, timeout):
     """The probe's report from a probe cell's outputs: a plain dict with checked fields, or ProbeFailed."""
     for out in outputs:
-        if out.get("output_type") == "error" and out.get("ename") in ("CellTimeoutError", "TimeoutError"):
-            raise ProbeFailed(f"did not return within the time limit ({timeout} s per call): an endless loop, or "
-                              f"far more work than the function needs?")
+        if out.get("output_type") == "error" and out.get("ename") in TIMEOUT_ENAMES:
+            raise ProbeTimedOut(f"did not return within the time limit ({timeout} s per call): an endless loop, or "
+                                f"far more work than the function needs?")
     data = [out["data"][PROBE_MIME] for out in outputs if PROBE_MIME in out.get("data", {})]
     errors = [f"{out.get('ename')}: {out.get('evalue')}" for out in outputs if out.get("output_type") == "error"]
     if not data:
@@ -111,6 +126,26 @@ def error_output(ename, message):
     return nbformat.v4.new_output("error", ename=ename, evalue=message, traceback=[f"{ename}: {message}"])
 
 
+def timeout_message(check, fn, timeout):
+    """A test cell's verdict when a call of the student's function ran past the per-cell time limit."""
+    return (f"{check}: stopped after {timeout} s (the per-cell time limit) while running {fn}: an endless loop, or "
+            f"far more work than {fn} needs?")
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def interrupted_in(outputs):
+    """The innermost function of the student's code that the interrupt stopped (from the KeyboardInterrupt
+    traceback the kernel sends after a time-out), or None."""
+    for out in outputs:
+        if out.get("output_type") == "error" and out.get("ename") == "KeyboardInterrupt":
+            text = ANSI.sub("", "\n".join(out.get("traceback", [])))
+            frames = re.findall(r"^Cell In ?\[\d*\], line \d+, in (\w+)\(", text, flags=re.M)  # the notebook's code
+            return frames[-1] if frames else None
+    return None
+
+
 class JudgedExecute(Execute):
     """nbgrader's Execute in the sandbox, with graded test cells judged outside the kernel (see the module doc)."""
 
@@ -140,42 +175,79 @@ class JudgedExecute(Execute):
     def preprocess_cell(self, cell, resources, index):
         calls = check_calls(cell.source) if _is_test_cell(cell) else []
         if not calls:
-            return super().preprocess_cell(cell, resources, index)
-        cell.outputs = self.judge(calls, index)
+            cell, resources = super().preprocess_cell(cell, resources, index)
+            self.explain_timeout(cell)
+            return cell, resources
+        cell.outputs, verdict = self.judge(calls, index)
+        cell.metadata[VERDICT_KEY] = verdict
         cell.execution_count = None
         self.nb.cells[index] = cell
         return cell, self.resources
+
+    def explain_timeout(self, cell):
+        """An ordinary cell stopped at the time limit: nbclient's bare CellTimeoutError becomes a message that says
+        which cell, after how long and (when the traceback shows it) in which function."""
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error" and out.get("ename") in TIMEOUT_ENAMES:
+                name = cell.metadata.get("nbgrader", {}).get("grade_id") or "this cell"
+                fn = interrupted_in(cell.outputs)
+                out.ename = TIMEOUT_ENAME
+                out.evalue = (f"{name}: stopped after {self.timeout} s (the per-cell time limit)"
+                              + (f" while running {fn}" if fn else "") + ": an endless loop, or far more work than "
+                              "needed? The cells after it ran as usual.")
+                out.traceback = [f"{out.ename}: {out.evalue}"]
 
     def probe(self, fn, call, index):
         """Have the kernel call the notebook's function `fn`; return the checked report."""
         payload = json.dumps({"names": call.names, "values": [encode(v) for v in call.values]})
         cell = nbformat.v4.new_code_cell(f"import autograde_tests.kernel_side as _ks\n_ks.probe({fn!r}, {payload!r})")
-        self.execute_cell(cell, index, store_history=False)
+        try:
+            self.execute_cell(cell, index, store_history=False)
+        except CellTimeoutError:  # the kernel did not even answer the interrupt in time
+            raise ProbeTimedOut("did not return within the time limit") from None
         return read_report(cell.outputs, self.timeout)
 
     def judge(self, calls, index):
-        """Run each check of a test cell here, calls in the kernel; the outputs the cell gets (the verdict)."""
+        """Run each check of a test cell here, calls in the kernel. Returns the outputs the cell gets (the verdict)
+        and the verdict as plain data for the cell's metadata (VERDICT_KEY)."""
         outputs = []
+        verdict = {"checks": [name for name, _, _ in calls], "function": calls[0][1][0] if calls[0][1] else None,
+                   "result": "passed", "message": ""}
         for name, args, hidden in calls:
             entry = find_check(name)
             if entry is None or len(args) != len(entry.params):
-                return outputs + [error_output("AssertionError", f"the grader has no check {name} taking {args}")]
+                message = f"the grader has no check {name} taking {args}"
+                verdict.update(result="failed", message=message)
+                return outputs + [error_output("AssertionError", message)], verdict
             functions = dict(zip(entry.params, args))
+            running = [args[0]]  # the notebook function of the call in progress
             printed = io.StringIO()
+
+            def make_call(call):
+                running[0] = functions[call.fn]
+                return self.probe(functions[call.fn], call, index)
+
             try:
                 with contextlib.redirect_stdout(printed):
-                    harness.drive(entry.spec(hidden), lambda call: self.probe(functions[call.fn], call, index))
+                    harness.drive(entry.spec(hidden), make_call)
+            except ProbeTimedOut:
+                message = timeout_message(name, running[0], self.timeout)
+                self._failed.setdefault(name, args[0])
+                verdict.update(function=running[0], result="timed out", message=message)
+                return outputs + [error_output(TIMEOUT_ENAME, message)], verdict
             except (AssertionError, ProbeFailed) as e:
                 message = str(e) if isinstance(e, AssertionError) else f"{args[0]} {e}"
+                not_implemented = any(message.startswith(p + NOT_IMPLEMENTED) for p in (*entry.params, *args))
                 earlier = [self._failed[d] for d in entry.depends if d in self._failed]
                 if earlier:
                     message += f" (note: {earlier[0]} failed its own check above; fix that first)"
                 self._failed.setdefault(name, args[0])
-                if hidden:
-                    outputs.append(error_output(HIDDEN_ENAME, hidden_message(entry, args[0], message)))
-                else:
-                    outputs.append(error_output("AssertionError", message))
-                return outputs
+                shown = hidden_message(entry, args[0], message) if hidden and not not_implemented else message
+                verdict.update(function=args[0], result="not implemented" if not_implemented else "failed",
+                               message=shown)
+                outputs.append(error_output(HIDDEN_ENAME if hidden and not not_implemented else "AssertionError",
+                                            shown))
+                return outputs, verdict
             if printed.getvalue():
                 outputs.append(nbformat.v4.new_output("stream", name="stdout", text=printed.getvalue()))
-        return outputs
+        return outputs, verdict

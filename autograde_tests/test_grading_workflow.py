@@ -54,8 +54,9 @@ def test_collect_follows_the_file_name_pattern(course):
 def test_export_writes_one_row_per_student(course):
     root, _ = course
     with open(grade.export(root, ASSIGNMENT), newline="") as f:
-        rows = {r["student_id"]: float(r["score"]) for r in csv.DictReader(f) if r["assignment"] == ASSIGNMENT}
-    assert rows == {"s1": 17.0, "s2": 15.0}
+        rows = {r["student_id"]: (float(r["score"]), r["status"]) for r in csv.DictReader(f)
+                if r["assignment"] == ASSIGNMENT}
+    assert rows == {"s1": (17.0, "graded"), "s2": (15.0, "graded")}
 
 
 def test_feedback_has_no_hidden_tests(course):
@@ -80,10 +81,12 @@ def test_summary_ranks_the_failed_checks(course):
     table = {row["check"]: row for row in grade.summary(root, ASSIGNMENT)}
     assert table["alpha_bar_is_cumprod"]["failed"] == 1 and table["linear_betas_matches_reference"]["failed"] == 1
     assert table["q_sample_matches_closed_form"]["failed"] == 0
+    assert all(row["attempted"] == 2 for row in table.values())
     assert "cumulative product" in table["alpha_bar_is_cumprod"]["most common failure"]
+    assert "a hidden test of linear_betas failed" in table["linear_betas_matches_reference"]["most common failure"]
     out = root / "reports" / ASSIGNMENT
     assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| check | points | failed |" in (out / "summary.md").read_text()
+    assert "| check | points | attempted | failed |" in (out / "summary.md").read_text()
 
 
 def test_exchange_round_trip(course, tmp_path, monkeypatch):

@@ -4,15 +4,18 @@
     python scripts/grade.py release   ASSIGNMENT [--exchange]        student version (and to nbgrader's exchange)
     python scripts/grade.py collect   ASSIGNMENT [FOLDER]            LMS download (zip_collect) or the exchange
     python scripts/grade.py autograde ASSIGNMENT [--student ID] [--jobs N] [--timeout S] [--no-sandbox]
-    python scripts/grade.py feedback  ASSIGNMENT                     HTML per student, hidden tests stripped
-    python scripts/grade.py export    ASSIGNMENT                     grades/ASSIGNMENT.csv
+    python scripts/grade.py feedback  ASSIGNMENT [--student ID]      HTML per student, hidden tests stripped
+    python scripts/grade.py export    ASSIGNMENT                     grades/ASSIGNMENT.csv, with a status per student
     python scripts/grade.py summary   ASSIGNMENT                     which checks failed most often
 
 --root DIR grades a course root other than the current folder. Everything a step finds wrong with a submission
 (an unreadable file, a cell that timed out, code that tampers with the grader, ...) goes to
-reports/ASSIGNMENT/problems.csv and is printed; docs/instructor.md explains each step. Autograding runs every kernel in
-a sandbox and computes the verdicts outside it (autograde_tests/sandbox.py, judge.py); it refuses to run without a
-working sandbox unless --no-sandbox is given, which is then written into problems.csv and the summary.
+reports/ASSIGNMENT/problems.csv and is printed; every student gets a status (graded, blank, unreadable, missing,
+crashed, flagged, timed out) with its reason in the export and the summary. `autograde --student ID` re-grades one
+student and then regenerates that student's feedback, the export and (if there is one) the summary; docs/instructor.md
+explains each step. Autograding runs every kernel in a sandbox and computes the verdicts outside it
+(autograde_tests/sandbox.py, judge.py); it refuses to run without a working sandbox unless --no-sandbox is given,
+which is then written into problems.csv and the summary.
 """
 import argparse
 import collections
@@ -158,6 +161,7 @@ def set_grades(root, assignment, student, score, needs_review, only=None):
 def error_problems(nb):
     """Timeouts, memory errors, kernel deaths, tampering and truncated output found in an autograded notebook."""
     from autograde_tests.integrity import TRUNCATED_MARK
+    from autograde_tests.judge import TIMEOUT_ENAMES
 
     problems = []
     for cell in nb.cells:
@@ -169,8 +173,8 @@ def error_problems(nb):
             if out.get("output_type") != "error":
                 continue
             message = f"{out.ename}: {out.evalue}"
-            if out.ename in ("CellTimeoutError", "TimeoutError") or "did not return within the time limit" in message:
-                problems.append(f"cell {name} ran past the time limit and was interrupted")
+            if out.ename in TIMEOUT_ENAMES or "did not return within the time limit" in message:
+                problems.append(f"cell {name} ran past the time limit and was interrupted ({out.evalue})")
             elif out.ename == "MemoryError" or "allocate" in out.evalue:
                 problems.append(f"cell {name} hit the memory limit ({message[:120]})")
     return list(dict.fromkeys(problems))
@@ -198,6 +202,7 @@ def grade_one(root, assignment, student, timeout=None):
     folder = root / "submitted" / student / assignment
     with gradebook(root) as gb:
         sources = source_cells(gb, assignment)
+    shutil.rmtree(root / "autograded" / student / assignment, ignore_errors=True)  # never report an older grading
     problems, readable = [], {}
     for name in sources:
         path = folder / f"{name}.ipynb"
@@ -287,8 +292,8 @@ def merge_grades(temp, root, assignment, student):
         dst.db.commit()
     graded = temp / "autograded" / student / assignment
     dest = Path(root) / "autograded" / student / assignment
+    shutil.rmtree(dest, ignore_errors=True)  # an unreadable re-upload leaves none: no older grading may stay
     if graded.exists():
-        shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(graded, dest)
     shutil.rmtree(temp, ignore_errors=True)
 
@@ -321,8 +326,24 @@ def _worker_init():
 NO_SANDBOX = "graded WITHOUT the sandbox (--no-sandbox): student code ran with the grader's rights"
 
 
+def student_score(root, assignment, student):
+    """(score, max_score) of a student's submission in the gradebook, or None."""
+    from nbgrader.api import MissingEntry
+
+    with gradebook(root) as gb:
+        try:
+            submission = gb.find_submission(assignment, student)
+        except MissingEntry:
+            return None
+        return submission.score, submission.max_score
+
+
 def autograde(root, assignment, student=None, jobs=1, timeout=None, sandbox=True):
-    """Grade the whole batch (or one student, leaving the others untouched); return {student: problems}."""
+    """Grade the whole batch (or one student, leaving the others untouched); return {student: problems}.
+
+    With `student`: only that student's submission is graded (no other student's folder, notebook, gradebook row or
+    problems.csv line is written), then that student's feedback, the export and, if one was written before, the
+    summary are regenerated, and what was done is printed."""
     from autograde_tests.sandbox import sandbox_problem
 
     root = Path(root)
@@ -338,6 +359,9 @@ def autograde(root, assignment, student=None, jobs=1, timeout=None, sandbox=True
     students = [student] if student else sorted(p.parent.name for p in (root / "submitted").glob(f"*/{assignment}"))
     if not students:
         sys.exit(f"no submissions in submitted/*/{assignment}/: run `collect` first")
+    if student and not (root / "submitted" / student / assignment).is_dir():
+        sys.exit(f"no submitted/{student}/{assignment}/: collect that student's submission first")
+    before = student_score(root, assignment, student) if student else None
     from sqlalchemy.exc import SAWarning
 
     warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's own session warnings, harmless
@@ -367,7 +391,102 @@ def autograde(root, assignment, student=None, jobs=1, timeout=None, sandbox=True
         for p in problems[s]:
             print(f"  {s}: {p}")
     print(f"problems: {path.relative_to(root)}")
+    if student:
+        after = student_score(root, assignment, student)
+        print(f"re-graded {student} only (score {_score_text(before)} -> {_score_text(after)}); no other student's "
+              f"files, grades or report lines were touched")
+        feedback(root, assignment, student)
+        export(root, assignment)
+        done = [f"feedback/{student}/{assignment}/", f"grades/{assignment}.csv"]
+        if (root / "reports" / assignment / "summary.md").exists():
+            summary(root, assignment, quiet=True)
+            done.append(f"reports/{assignment}/summary.*")
+        print(f"regenerated for {student}: {', '.join(done)} (release the new feedback to {student} again)")
     return problems
+
+
+def _score_text(score):
+    return "none" if score is None else f"{score[0]:g} / {score[1]:g}"
+
+
+# --- statuses: what happened to each student's submission ----------------------------------------------------
+
+UNREADABLE = "is not a readable notebook"
+STATUSES = ("graded", "timed out", "flagged", "blank", "unreadable", "missing", "crashed")
+COUNTED = ("graded", "timed out", "flagged")  # the statuses whose check results say something about the student's code
+
+
+def read_problems(root, assignment):
+    """{student: [problem]} from reports/ASSIGNMENT/problems.csv (empty when autograde has not run)."""
+    path = Path(root) / "reports" / assignment / "problems.csv"
+    found = collections.defaultdict(list)
+    if path.exists():
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                found[row["student"]].append(row["problem"])
+    return found
+
+
+def _unchanged(folder, solution_sources):
+    """True when every notebook of the submission is readable and no solution cell differs from the release."""
+    for name, cells in solution_sources.items():
+        path = folder / f"{name}.ipynb"
+        if not path.exists():
+            continue
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception:
+            return False
+        for cell in nb.cells:
+            grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            if grade_id in cells and cell.get("source", "").strip() != cells[grade_id].strip():
+                return False
+    return True
+
+
+def statuses(root, assignment):
+    """{student: (status, reason)} for every student with a submission or a gradebook row, from problems.csv, the
+    submitted notebooks and the gradebook. Status, first that applies: unreadable (a notebook that is not one),
+    missing (nothing handed in), blank (the release handed in unchanged), crashed (the kernel died or grading
+    failed: scored 0, review by hand), flagged (static scan or copy report: review by hand), timed out (a cell or a
+    check ran past the time limit), graded. The reason lists the problems behind it (and any other problem found)."""
+    from nbgrader.api import MissingEntry
+
+    root = Path(root)
+    problems = read_problems(root, assignment)
+    with gradebook(root) as gb:
+        try:
+            record = gb.find_assignment(assignment)
+        except MissingEntry:
+            sys.exit(f"{assignment} is not in the gradebook: run `release` and `autograde` first")
+        students = {s.id for s in gb.students}
+        solutions = {}
+        for notebook in record.notebooks:
+            ids = {c.name for c in notebook.solution_cells}
+            solutions[notebook.name] = {c.name: c.source for c in notebook.source_cells if c.name in ids}
+    students |= {p.parent.name for p in (root / "submitted").glob(f"*/{assignment}") if p.is_dir()}
+    result = {}
+    for s in sorted(students):
+        found = [p for p in problems.get(s, []) if p != NO_SANDBOX]
+        folder = root / "submitted" / s / assignment
+        handed_in = [n for n in solutions if (folder / f"{n}.ipynb").exists()]
+        crashed = [p for p in found if p.startswith(("autograde failed", "grading failed"))]
+        if [p for p in found if UNREADABLE in p]:
+            status, first = "unreadable", [p for p in found if UNREADABLE in p]
+        elif not handed_in:
+            status, first = "missing", [f"no {', '.join(f'{n}.ipynb' for n in solutions)} handed in"]
+        elif not crashed and _unchanged(folder, solutions):
+            status, first = "blank", ["handed in as released: no solution cell was changed"]
+        elif crashed:
+            status, first = "crashed", crashed
+        elif [p for p in found if "review by hand" in p]:
+            status, first = "flagged", [p for p in found if "review by hand" in p]
+        elif [p for p in found if "ran past the time limit" in p]:
+            status, first = "timed out", [p for p in found if "ran past the time limit" in p]
+        else:
+            status, first = "graded", []
+        result[s] = (status, "; ".join(dict.fromkeys(first + found)))
+    return result
 
 
 # --- feedback, export, summary --------------------------------------------------------------------------------
@@ -392,66 +511,164 @@ def html_text(path):
     return html.unescape(re.sub(r"<[^>]+>", "", Path(path).read_text()))
 
 
-def feedback(root, assignment):
-    """feedback/STUDENT/ASSIGNMENT/*.html, then a check that no hidden test line reached any of them."""
-    nbgrader(root, "generate_feedback", assignment, "--force")
-    leaks = []
+NO_FEEDBACK = "NO_FEEDBACK.txt"
+
+
+def feedback(root, assignment, student=None):
+    """feedback/STUDENT/ASSIGNMENT/*.html for every student (or one), then: MathJax inlined from the installed package
+    (math renders offline, no script from the network), test cells named in the table of contents, a check that no
+    hidden test line reached any page, and for every student without a page a NO_FEEDBACK.txt that says why."""
+    from autograde_tests.integrity import finish_feedback_page
+
+    root = Path(root)
+    status = statuses(root, assignment)
+    who = [student] if student else sorted(status)
+    graded = [s for s in who if list((root / "autograded" / s / assignment).glob("*.ipynb"))]
+    if graded:
+        nbgrader(root, "generate_feedback", assignment, "--force", *(["--student", student] if student else []))
+    leaks, pages, without = [], [], []
     hidden = hidden_lines(root, assignment) | {"BEGIN HIDDEN TESTS", "hidden=True"}
-    pages = sorted((Path(root) / "feedback").glob(f"*/{assignment}/*.html"))
-    for page in pages:
-        text = html_text(page)
-        leaks += [f"{page}: {line}" for line in hidden if line in text]
+    for s in who:
+        folder = root / "feedback" / s / assignment
+        for page in sorted(folder.glob("*.html")):
+            if not (root / "autograded" / s / assignment / f"{page.stem}.ipynb").exists():
+                page.unlink()  # from an earlier grading of a submission that has since been replaced
+                continue
+            try:
+                page.write_text(finish_feedback_page(page.read_text()))
+            except RuntimeError as e:
+                sys.exit(f"{page}: {e}")
+            text = html_text(page)
+            leaks += [f"{page}: {line}" for line in hidden if line in text]
+            pages.append(page)
+        notebooks = sorted(p.stem for p in (root / "autograded" / s / assignment).glob("*.ipynb"))
+        note = folder / NO_FEEDBACK
+        if not notebooks:
+            reason = status.get(s, ("missing", "no submission"))
+            folder.mkdir(parents=True, exist_ok=True)
+            note.write_text(f"No feedback page for {s} ({assignment}): {reason[0]}. {reason[1]}\n")
+            without.append(f"{s} ({reason[0]}: {reason[1]})")
+        elif note.exists():
+            note.unlink()
     if leaks:
         sys.exit("hidden tests leaked into feedback (check GenerateFeedback in nbgrader_config.py):\n"
                  + "\n".join(leaks))
-    print(f"{len(pages)} feedback pages in feedback/*/{assignment}/, no hidden test in any of them")
+    print(f"{len(pages)} feedback pages in feedback/{student or '*'}/{assignment}/, no hidden test in any of them, "
+          f"math inlined (no script from the network)")
+    for line in without:
+        print(f"  no feedback page: {line}; see feedback/{line.split(' ')[0]}/{assignment}/{NO_FEEDBACK}")
+    return pages
 
 
 def export(root, assignment):
-    path = Path(root) / "grades" / f"{assignment}.csv"
+    """grades/ASSIGNMENT.csv: nbgrader's CSV (one row per student) with two more columns, status and reason."""
+    root = Path(root)
+    path = root / "grades" / f"{assignment}.csv"
     path.parent.mkdir(exist_ok=True)
     nbgrader(root, "export", "--to", str(path), "--assignment", f"['{assignment}']")
-    print(f"grades written to {path.relative_to(root)}")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns, rows = list(reader.fieldnames or []) + ["status", "reason"], list(reader)
+    status = statuses(root, assignment)
+    for row in rows:
+        row["status"], row["reason"] = status.get(row["student_id"], ("missing", "no submission"))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    counts = collections.Counter(row["status"] for row in rows)
+    print(f"grades written to {path.relative_to(root)}: "
+          + ", ".join(f"{counts[k]} {k}" for k in STATUSES if counts[k]))
     return path
 
 
-def summary(root, assignment):
-    """Per graded check: how many submissions lost its points, and the failure message seen most often."""
+def verdicts(root, assignment, student):
+    """{grade_id: (result, message)} of a student's graded test cells: result is passed, failed, timed out or not
+    implemented, from the verdict the judge recorded in the cell (or, for an older notebook, from its output)."""
+    from autograde_tests.judge import NOT_IMPLEMENTED, TIMEOUT_ENAMES, VERDICT_KEY
+
+    found = {}
+    for path in sorted((Path(root) / "autograded" / student / assignment).glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+                continue
+            verdict = cell.metadata.get(VERDICT_KEY)
+            if verdict:
+                found[meta["grade_id"]] = (verdict["result"], verdict["message"])
+                continue
+            errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+            message = f"{errors[0].ename}: {errors[0].evalue}" if errors else ""
+            result = ("passed" if not errors else "timed out" if errors[0].ename in TIMEOUT_ENAMES else
+                      "not implemented" if NOT_IMPLEMENTED in message else "failed")
+            found[meta["grade_id"]] = (result, message)
+    return found
+
+
+NOTE = re.compile(r" \(note: \S+ failed its own check above; fix that first\)$")
+
+
+def summary(root, assignment, quiet=False):
+    """Per graded check, among the submissions whose results mean something (status graded, timed out or flagged;
+    blank, unreadable, missing and crashed ones are counted apart): how many students attempted it (a function that
+    still raises NotImplementedError was not attempted), how many of them failed it, and the failure message seen
+    most often (the "fix that first" note left out, so that one mistake is counted once)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     root = Path(root)
+    status = statuses(root, assignment)
     rows = {}
     with gradebook(root) as gb:
-        for submission in gb.find_assignment(assignment).submissions:
-            for notebook in submission.notebooks:
-                for grade in notebook.grades:
-                    row = rows.setdefault(grade.name, {"check": grade.name, "points": grade.max_score, "failed": 0,
-                                                       "submissions": 0})
-                    row["submissions"] += 1
-                    row["failed"] += (grade.score or 0) < grade.max_score
+        for notebook in gb.find_assignment(assignment).notebooks:
+            for cell in notebook.grade_cells:
+                if cell.cell_type == "code" and cell.name not in {c.name for c in notebook.solution_cells}:
+                    rows[cell.name] = {"check": cell.name, "points": cell.max_score, "attempted": 0, "failed": 0}
     messages = collections.defaultdict(collections.Counter)
-    for path in root.glob(f"autograded/*/{assignment}/*.ipynb"):
-        for cell in nbformat.read(path, as_version=4).cells:
-            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-            for out in cell.get("outputs", []):
-                if grade_id in rows and out.get("output_type") == "error":
-                    messages[grade_id][f"{out.ename}: {out.evalue}"[:160]] += 1
-    table = sorted(rows.values(), key=lambda r: -r["failed"])
+    not_attempted = collections.Counter()
+    counted = [s for s, (st, _) in status.items() if st in COUNTED]
+    for s in counted:
+        for grade_id, (result, message) in verdicts(root, assignment, s).items():
+            if grade_id not in rows:
+                continue
+            if result == "not implemented":
+                not_attempted[grade_id] += 1
+                continue
+            rows[grade_id]["attempted"] += 1
+            if result != "passed":
+                rows[grade_id]["failed"] += 1
+                messages[grade_id][NOTE.sub("", message)] += 1
+    table = sorted(rows.values(), key=lambda r: (-r["failed"], -r["failed"] / max(r["attempted"], 1)))
     for row in table:
-        row["failed %"] = round(100 * row["failed"] / max(row["submissions"], 1))
+        row["failed %"] = round(100 * row["failed"] / max(row["attempted"], 1))
         common = messages[row["check"]].most_common(1)
-        row["most common failure"] = common[0][0].replace("|", "/") if common else ""
+        row["most common failure"] = common[0][0] if common else ""
+        row["seen"] = common[0][1] if common else 0
+        row["not attempted"] = not_attempted[row["check"]]
     out = root / "reports" / assignment
     out.mkdir(parents=True, exist_ok=True)
-    columns = ["check", "points", "failed", "submissions", "failed %", "most common failure"]
+    columns = ["check", "points", "attempted", "failed", "failed %", "most common failure", "seen", "not attempted"]
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(table)
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in table]
+    counts = collections.Counter(st for st, _ in status.values())
+    lines = [f"{len(status)} students: " + ", ".join(f"{counts[k]} {k}" for k in STATUSES if counts[k]) + ".",
+             f"The table counts the {len(counted)} submissions graded, timed out or flagged; a check's *attempted* "
+             f"leaves out those whose function still raises NotImplementedError (*not attempted*).", ""]
+    apart = [(s, st, reason) for s, (st, reason) in status.items() if st not in COUNTED]
+    if apart:
+        lines += ["Left out of the failure counts:", ""]
+        lines += [f"- {s}: {st} ({reason})" for s, st, reason in apart]
+        lines.append("")
+    lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(str(row[c]).replace("|", "/").replace("\n", " ") for c in columns) + " |"
+              for row in table]
+    notes = sorted((root / "feedback").glob(f"*/{assignment}/{NO_FEEDBACK}"))
+    if notes:
+        lines += ["", "Without a feedback page (tell these students yourself):", ""]
+        lines += [f"- {note.parts[-3]}: {note.read_text().strip()}" for note in notes]
     problems_csv = out / "problems.csv"
     unsandboxed = problems_csv.exists() and NO_SANDBOX in problems_csv.read_text()
     if unsandboxed:
@@ -459,13 +676,14 @@ def summary(root, assignment):
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(table) + 1.2))
     ax.barh([r["check"] for r in table][::-1], [r["failed %"] for r in table][::-1], color="C3")
-    ax.set_xlabel("submissions that lost the check's points (%)")
+    ax.set_xlabel("students who attempted the check and failed it (%)")
     ax.set_xlim(0, 100)
-    ax.set_title(f"{assignment}: checks failed most often ({table[0]['submissions'] if table else 0} submissions)")
+    ax.set_title(f"{assignment}: checks failed most often ({len(counted)} submissions counted)")
     fig.tight_layout()
     fig.savefig(out / "summary.png", dpi=100)
     plt.close(fig)
-    print("\n".join(lines))
+    if not quiet:
+        print("\n".join(lines))
     print(f"written: reports/{assignment}/summary.md, summary.csv and summary.png")
     return table
 
@@ -487,9 +705,10 @@ def main(argv=None):
     p.add_argument("--timeout", type=int, help="seconds per cell (default: nbgrader_config.py's)")
     p.add_argument("--no-sandbox", action="store_true",
                    help="grade without the bubblewrap sandbox (unsafe; written into problems.csv and the summary)")
-    for name, text in [("feedback", "feedback HTML without hidden tests"), ("export", "grades CSV"),
+    for name, text in [("feedback", "feedback HTML without hidden tests"), ("export", "grades CSV with statuses"),
                        ("summary", "which checks failed most often: table and bar chart")]:
         steps.add_parser(name, help=text).add_argument("assignment")
+    steps.choices["feedback"].add_argument("--student", help="only this student's feedback")
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
     if not (root / "nbgrader_config.py").exists():
@@ -500,8 +719,10 @@ def main(argv=None):
         collect(root, args.assignment, args.folder)
     elif args.step == "autograde":
         autograde(root, args.assignment, args.student, args.jobs, args.timeout, sandbox=not args.no_sandbox)
+    elif args.step == "feedback":
+        feedback(root, args.assignment, args.student)
     else:
-        {"feedback": feedback, "export": export, "summary": summary}[args.step](root, args.assignment)
+        {"export": export, "summary": summary}[args.step](root, args.assignment)
 
 
 if __name__ == "__main__":

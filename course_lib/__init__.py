@@ -10,7 +10,8 @@ alpha_t is our alpha_bar. Model contract everywhere: model(x_t, t) -> eps_pred, 
 from course_lib.checkpoints import load_checkpoint, save_checkpoint
 from course_lib.ddim import check_timesteps, ddim_invert, ddim_sample, ddim_sigma, ddim_step, make_timesteps, slerp
 from course_lib.ddpm import ddpm_sample, ddpm_step, posterior_mean, posterior_variance, predict_x0
-from course_lib.device import pick_device
+from course_lib.device import pick_device, set_cpu_threads
+from course_lib.dpm_solver import dpm_solver_sample, dpm_solver_step
 from course_lib.forward import add_noise, forward_chain, forward_step
 from course_lib.mlp import MLPDenoiser
 from course_lib.schedules import NoiseSchedule, make_schedule
@@ -22,6 +23,7 @@ __all__ = [
     "add_noise", "forward_step", "forward_chain",
     "predict_x0", "posterior_mean", "posterior_variance", "ddpm_step", "ddpm_sample",
     "make_timesteps", "check_timesteps", "ddim_sigma", "ddim_step", "ddim_sample", "ddim_invert", "slerp",
-    "UNet", "MLPDenoiser", "pick_device",
+    "dpm_solver_step", "dpm_solver_sample",
+    "UNet", "MLPDenoiser", "pick_device", "set_cpu_threads",
     "diffusion_loss", "EMA", "train", "save_checkpoint", "load_checkpoint",
 ]

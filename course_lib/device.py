@@ -1,4 +1,6 @@
-"""Pick the fastest available device: CUDA, then Apple's MPS, then the CPU."""
+"""Pick the fastest available device: CUDA, then Apple's MPS, then the CPU; and the number of CPU threads."""
+import os
+
 import torch
 
 
@@ -19,6 +21,43 @@ def pick_device(prefer=None):
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def cpu_count():
+    """CPUs this process may run on (its affinity where the OS tells, else os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def set_cpu_threads(threads=None, verbose=True):
+    """Set torch's CPU threads for this process by the course's policy, print it and why; returns the number.
+
+    threads: a number to use, or None for the policy: $COURSE_THREADS if set; else 1 when the machine is busy
+    (its 1-minute load average is at least max(1, CPUs - 1): other work holds a core); else torch's default.
+    Why: on a busy machine torch's threads wait for each other at every operation, so the course's small models
+    ran 10x slower per image with the default threads than with one (benchmarks/bench_threads.py).
+    """
+    reason = "asked for"
+    if threads is None and os.environ.get("COURSE_THREADS"):
+        threads, reason = int(os.environ["COURSE_THREADS"]), "$COURSE_THREADS"
+    if threads is None:
+        cpus = cpu_count()
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # Windows; or no /proc/loadavg (a sandbox)
+            load = 0.0
+        if load >= max(1, cpus - 1):
+            threads, reason = 1, f"the machine is busy: load {load:.1f} on {cpus} CPUs"
+        else:
+            threads, reason = torch.get_num_threads(), f"torch's default; load {load:.1f} on {cpus} CPUs"
+    if threads < 1:
+        raise ValueError(f"threads={threads} must be >= 1")
+    torch.set_num_threads(threads)
+    if verbose:
+        print(f"torch CPU threads: {threads} ({reason}; set COURSE_THREADS=n to choose)")
+    return threads
 
 
 def randn(shape, generator=None, device=None, dtype=torch.float32):

@@ -1,0 +1,116 @@
+"""scripts/evaluate_solvers.py on tiny settings: its table, README and plot, its cache (a re-run skips finished work)."""
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.checkpoints import save_checkpoint
+from course_lib.schedules import make_schedule
+from course_lib.unet import UNet
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_solvers.py"
+TINY = ["--samples", "8", "--calls", "5,10", "--resamples", "50", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def evaluate():
+    spec = importlib.util.spec_from_file_location("evaluate_solvers", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """An untrained, very small UNet on a linear T = 100 schedule (so DDPM takes 100 calls): only the plumbing
+    is checked here, its samples are noise."""
+    torch.manual_seed(0)
+    path = tmp_path / "tiny_unet.pt"
+    model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn=False)
+    save_checkpoint(path, model, make_schedule("linear", T=100), meta={"steps": 0})
+    return path
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_writes_its_outputs_and_a_rerun_uses_the_cache(evaluate, tiny_model, tmp_path):
+    out = tmp_path / "solvers"
+    first = evaluate.main(TINY + ["--model", str(tiny_model), "--out", str(out)])
+    for name in ("table.csv", "README.md", "quality_vs_calls.png", "cache.json"):
+        assert (out / name).is_file(), f"{name} was not written"
+    assert not (out / "partial").exists(), "partial chunks must be removed once their setting is finished"
+
+    rows = read_csv(out / "table.csv")
+    assert {(r["sampler"], r["calls"]) for r in rows} == {("real_test", "0"), ("ddim", "5"), ("dpm2m", "5"),
+                                                          ("ddim", "10"), ("dpm2m", "10"), ("ddpm", "100")}
+    for r in rows:
+        assert r["samples"] == "8" and r["model_sha256"] == first["model_sha256"], r
+        assert float(r["fid_low"]) < float(r["fid_high"]), f"every setting gets a FID interval: {r}"
+    assert {r["spacing"] for r in rows if r["sampler"] in ("ddim", "dpm2m")} == {"trailing"}
+    readme = (out / "README.md").read_text()
+    assert first["model_sha256"] in readme and "8 samples per setting" in readme
+    assert "5 calls: FID DDIM" in readme and "10 calls: FID DDIM" in readme, "one paired comparison per S"
+    assert "100-step DDPM" in readme
+    assert {(d["a"], d["b"]) for d in first["diffs"]} >= {(("ddim", 5), ("dpm2m", 5)), (("dpm2m", 10), ("ddpm", 100))}
+    for d in first["diffs"]:  # an ordering is claimed exactly when the paired interval excludes 0
+        assert (d["verdict"] == "not resolved") == (d["low"] <= 0 <= d["high"]), d
+
+    cache = json.loads((out / "cache.json").read_text())
+    assert len(first["computed"]) == len(first["jobs"]) == len(cache["entries"]) == 6
+    assert all(key.startswith(f"model={first['model_sha256']}") for key in cache["entries"])
+
+    second = evaluate.main(TINY + ["--model", str(tiny_model), "--out", str(out)])
+    assert second["computed"] == [], "a re-run must skip every finished setting"
+    assert read_csv(out / "table.csv") == rows, "the table rebuilt from the cache must equal the first run's"
+
+    third = evaluate.main(TINY[:2] + ["--calls", "5,10,15"] + TINY[4:] + ["--model", str(tiny_model),
+                                                                           "--out", str(out), "--no-ddpm"])
+    assert sorted(key.split("|kind=")[1] for key in third["computed"]) == [
+        "ddim|calls=15|spacing=trailing", "dpm2m|calls=15|spacing=trailing"], "only the new S runs"
+    assert "ddpm" not in {r["sampler"] for r in read_csv(out / "table.csv")}
+
+
+def test_a_killed_setting_resumes_from_its_finished_chunks(evaluate, tiny_model, tmp_path, monkeypatch):
+    out = tmp_path / "solvers"
+    args = ["--samples", "60", "--calls", "5", "--no-ddpm", "--resamples", "20", "--device", "cpu",
+            "--model", str(tiny_model), "--out", str(out)]
+    calls = []
+    real_sample_chunk = evaluate.sample_chunk
+
+    def dying_sample_chunk(job, x_T, chunk_index, ctx):
+        calls.append((job["kind"], chunk_index))
+        if job["kind"] == "dpm2m" and chunk_index == 1:
+            raise KeyboardInterrupt  # killed after chunk 0 of 2M was saved
+        return real_sample_chunk(job, x_T, chunk_index, ctx)
+
+    monkeypatch.setattr(evaluate, "sample_chunk", dying_sample_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.main(args)
+    assert len(list((out / "partial").glob("*.chunk0.pt"))) == 1, "2M's first chunk (50 of 60 samples) was kept"
+    calls.clear()
+
+    def counting_sample_chunk(job, x_T, chunk_index, ctx):
+        calls.append((job["kind"], chunk_index))
+        return real_sample_chunk(job, x_T, chunk_index, ctx)
+
+    monkeypatch.setattr(evaluate, "sample_chunk", counting_sample_chunk)
+    resumed = evaluate.main(args)
+    assert calls == [("dpm2m", 1)], "only 2M's missing chunk is sampled again; DDIM came from the cache"
+    assert len(resumed["computed"]) == 1
+
+
+def test_bad_arguments(evaluate, tiny_model, tmp_path):
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--calls", "0,5"])
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--samples", "1"])
+    with pytest.raises(SystemExit, match="exceeds the model's T = 100"):
+        evaluate.main(["--calls", "200", "--samples", "4", "--model", str(tiny_model), "--out", str(tmp_path / "x"),
+                       "--device", "cpu"])

@@ -7,6 +7,13 @@ the two thread settings are interleaved over --rounds rounds and the median per 
 milliseconds per image per model call.
 
     python benchmarks/bench_threads.py --batch 16 --calls 20 --rounds 3
+
+Measured on a 2-CPU Intel Xeon (torch 2.13 CPU, default threads 2), ms per image per call, median of 3 rounds:
+  busy (1-min load 6): 1 thread 6.53, 2 threads 76.32: one thread is 12x faster;
+  quiet (other work paused, load 1.3 and falling): 1 thread 3.27, 2 threads 2.26: two threads are 1.45x faster.
+Hence the policy: one thread on a busy machine, where the default costs 12x, and torch's default otherwise, where one
+thread would cost 1.45x. The 1-minute load average lags by about a minute, so right after other work stops the
+policy may still pick one thread: the smaller of the two mistakes.
 """
 import argparse
 import os

@@ -37,7 +37,8 @@ def set_cpu_threads(threads=None, verbose=True):
     threads: a number to use, or None for the policy: $COURSE_THREADS if set; else 1 when the machine is busy
     (its 1-minute load average is at least max(1, CPUs - 1): other work holds a core); else torch's default.
     Why: on a busy machine torch's threads wait for each other at every operation, so the course's small models
-    ran 10x slower per image with the default threads than with one (benchmarks/bench_threads.py).
+    ran 12x slower per image with the default threads than with one; on a quiet machine the default is 1.45x faster
+    than one thread (benchmarks/bench_threads.py).
     """
     reason = "asked for"
     if threads is None and os.environ.get("COURSE_THREADS"):

@@ -129,7 +129,7 @@ def main():
         meta = {"steps": done, "lr_decay": args.lr_decay, "seed": TRAIN["seed"], "loss_last_500": sum(result.losses[-500:]) / len(result.losses[-500:]),
                 "parameters": sum(p.numel() for p in model.parameters()), "train_examples": len(data),
                 "wall_time_s": history["wall_time_s"], "size": args.size, "precision_steps": precision_steps,
-                "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"}
+                "machine": f"{platform.machine()} CPU, torch {torch.__version__}"}
         save_checkpoint(export, result.ema_model, schedule, meta=meta)
         write_card(card, name, meta, args.size, command)
         log.write_text(json.dumps({**history, **meta}, indent=1))
@@ -140,7 +140,7 @@ def main():
     model, _, _ = load_checkpoint(export)
     x_T = torch.randn(64, 1, args.size, args.size, generator=torch.Generator().manual_seed(0))
     x0 = ddim_sample(model, x_T, schedule, make_timesteps(1000, 50, "linspace"), progress=False)
-    ax = show_images(x0, nrow=8, title=f"{name}: DDIM, S = 50, eta = 0, {done} steps")
+    ax = show_images(x0, nrow=8, title=f"{name} after {done:,} training steps: DDIM samples, S = 50, eta = 0")
     ax.figure.savefig(ROOT / "course_lib" / "data" / f"{name}_samples.png", dpi=100, bbox_inches="tight")
 
 

@@ -299,9 +299,10 @@ def intervals(done, ctx):
     return ci, pairs
 
 
-def cleanup_features(jobs, ctx):
-    """Remove stored features that belong to no setting of this run (another model, N or seed)."""
-    keep = {features_path(job, ctx).name for job in jobs}
+def cleanup_features(keys, ctx):
+    """Remove stored features that belong to no cached setting (the cache holds every run's settings, so a run of a
+    few settings into the same folder keeps the features of the others)."""
+    keep = {features_path({"key": key}, ctx).name for key in keys}
     for path in (ctx["out"] / "features").glob("*.pt"):
         if path.name not in keep:
             path.unlink()
@@ -761,7 +762,7 @@ def main(argv=None):
             tqdm.write(f"[done] {describe(job)}: {summary(job, result)}")
 
     done = collect(jobs, cache["entries"])
-    cleanup_features(jobs, ctx)
+    cleanup_features(cache["entries"], ctx)
     ci, pairs = intervals(done, ctx)
     write_table1(out, done, args, model_info, ci, pairs)
     write_table2(out, done, args, model_info)

@@ -86,6 +86,8 @@ def test_tiny_run_writes_the_tables_and_a_rerun_uses_the_cache(evaluate, tiny_mo
                                                                           "--no-ddpm"])
     assert sorted(third["computed"]) == sorted(k for k in third["computed"] if "eta=0.5" in k)
     assert len(third["computed"]) == 2
+    # a run of a few settings into the same folder keeps the features (and so the intervals) of the others
+    assert len(list((out / "features").glob("*.pt"))) == 2 + 4 + 1 + 2
 
 
 def test_an_interrupted_setting_resumes_from_its_finished_chunks(evaluate, tiny_model, tmp_path, monkeypatch):

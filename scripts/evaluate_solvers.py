@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -52,6 +51,9 @@ from course_lib.dpm_solver import dpm_solver_sample  # noqa: E402
 from course_lib.metrics import (bootstrap_fid_kid, classifier_score, feature_stats, frechet_distance,  # noqa: E402
                                 mmd2_unbiased, percentile_interval, reference_features)
 from course_lib.mnist import load_mnist  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluate_tables import machine, read_cache, sha256_of  # noqa: E402  (the same cache format and helpers)
 
 MODEL_PATH = ROOT / "course_lib" / "data" / "mnist_unet28.pt"
 OUT = ROOT / "results" / "solvers"
@@ -92,10 +94,6 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------- settings and the cache
 
-def sha256_of(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def make_jobs(args, model_sha, classifier_sha, T):
     """Every setting, as a dict with a unique cache `key` and its `cost` in model calls, cheapest first."""
     jobs = [{"kind": "real_test", "calls": 0}]
@@ -108,20 +106,6 @@ def make_jobs(args, model_sha, classifier_sha, T):
         job["key"] = common + "|" + "|".join(f"{k}={v}" for k, v in job.items())
         job["cost"] = args.samples * job["calls"]
     return sorted(jobs, key=lambda job: job["cost"])  # stable: the floor, then by cost
-
-
-def read_cache(path):
-    if not path.exists():
-        return {"format": 1, "entries": {}}
-    try:
-        cache = json.loads(path.read_text())
-        assert isinstance(cache.get("entries"), dict)
-        return cache
-    except (ValueError, AssertionError) as err:
-        backup = path.with_suffix(".json.corrupt")
-        print(f"[solvers] {path} is unreadable ({err}); moved it to {backup.name} and starting afresh")
-        path.replace(backup)
-        return {"format": 1, "entries": {}}
 
 
 def write_atomic(path, write):
@@ -306,18 +290,6 @@ def findings(done, diffs):
                 f"{min(reach)} ({ddpm_calls / min(reach):.0f}x fewer model calls)." if reach else
                 f"its FID is resolved above {ddpm_calls}-step DDPM's at every number of calls tried."))
     return lines
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, torch threads: {torch.get_num_threads()}"
 
 
 def write_readme(out, done, ci, diffs, args, model_info, ctx, run_time):

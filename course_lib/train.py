@@ -24,17 +24,18 @@ from course_lib.device import pick_device
 from course_lib.forward import add_noise
 
 
-def diffusion_loss(model, x0, schedule, generator=None):
+def diffusion_loss(model, x0, schedule, generator=None, y=None):
     """L_simple, DDPM eq. (14), averaged over a batch. x0: (B, ...) clean examples. Returns a scalar tensor.
 
     t ~ Uniform{0, ..., T-1} and eps ~ N(0, I) are drawn from `generator` (on its own device, then moved
     to x0's device, so a CPU generator gives the same draws whatever device trains).
+    y: None, or (B,) labels for a class-conditional model, which is then called as model(x_t, t, y).
     """
     rng_device = generator.device if generator is not None else x0.device
     t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=rng_device).to(x0.device)  # (B,)
     eps = torch.randn(x0.shape, generator=generator, device=rng_device, dtype=x0.dtype).to(x0.device)  # (B, ...)
     x_t = add_noise(x0, t, eps, schedule)  # DDPM eq. (4)
-    eps_pred = model(x_t, t)
+    eps_pred = model(x_t, t) if y is None else model(x_t, t, y)
     if eps_pred.shape != eps.shape:
         raise ValueError(f"model(x_t, t) returned shape {tuple(eps_pred.shape)}, but eps_pred must have the shape "
                          f"of x_t, {tuple(x_t.shape)}")
@@ -81,10 +82,10 @@ def pick_precision(precision, device, data):
 
 
 def autocast_forward(model, device_type):
-    """model(x_t, t) under torch.autocast(bfloat16), returned as float32 so the loss is computed in float32."""
-    def forward(x_t, t):
+    """model(x_t, t, ...) under torch.autocast(bfloat16), returned as float32 so the loss is computed in float32."""
+    def forward(x_t, t, *labels):
         with torch.autocast(device_type, dtype=torch.bfloat16):
-            return model(x_t, t).float()
+            return model(x_t, t, *labels).float()
     return forward
 
 
@@ -137,7 +138,7 @@ def decayed_lr(lr, step, start, end):
 
 def train(model, data, schedule, steps, batch_size=128, lr=2e-4, ema_decay=None, seed=0, device=None,
           progress=True, log_every=50, grad_clip=1.0, checkpoint_path=None, checkpoint_every=None,
-          precision="auto", lr_decay=None):
+          precision="auto", lr_decay=None, labels=None, p_uncond=0.1):
     """Train `model` (in place) on `data` with L_simple for `steps` optimizer steps in total. Returns a TrainResult.
 
     data: (N, ...) float tensor of clean examples, e.g. (N, 1, 28, 28) in [-1, 1] or (N, 2) points; each step
@@ -150,11 +151,21 @@ def train(model, data, schedule, steps, batch_size=128, lr=2e-4, ema_decay=None,
     or "auto" (see `pick_precision`). It is not part of the checkpoint: a run may resume in another precision.
     lr_decay: None (constant lr) or (start, end): the lr follows a half cosine from lr at step `start` to 0 at
     step `end` (set each step from the step count, so resuming needs no scheduler state).
+    labels: None, or (N,) long class labels of `data` for a class-conditional model (`model.null_label` is "no
+    label"): each example's label is replaced by the null label with probability p_uncond (label dropout,
+    Ho & Salimans 2022), so one network learns the conditional and the unconditional eps.
     """
     if not torch.is_tensor(data) or not data.is_floating_point() or data.dim() < 2 or len(data) == 0:
         raise ValueError("data must be a non-empty float tensor of examples, shape (N, ...), e.g. (N, 2) points")
     if lr_decay is not None and not (len(lr_decay) == 2 and 0 <= lr_decay[0] < lr_decay[1]):
         raise ValueError(f"lr_decay must be (start, end) with 0 <= start < end, got {lr_decay!r}")
+    if labels is not None:
+        if not torch.is_tensor(labels) or labels.shape != (len(data),) or labels.is_floating_point():
+            raise ValueError(f"labels must be a LongTensor of shape (N,) = ({len(data)},), one class per example")
+        if getattr(model, "num_classes", None) is None:
+            raise ValueError("labels were given, but the model is unconditional; build UNet(..., num_classes=10)")
+        if not 0.0 <= p_uncond < 1.0:
+            raise ValueError(f"p_uncond={p_uncond} must lie in [0, 1): the share of labels dropped to 'no label'")
     if checkpoint_every is not None and checkpoint_path is None:
         raise ValueError("checkpoint_every needs a checkpoint_path to save to")
     device = pick_device(device)
@@ -169,6 +180,8 @@ def train(model, data, schedule, steps, batch_size=128, lr=2e-4, ema_decay=None,
                     "grad_clip": grad_clip, "data_shape": list(data.shape), "schedule": schedule.config()}
     if lr_decay is not None:  # only then, so a constant-lr checkpoint may be continued with a decay
         train_config["lr_decay"] = list(lr_decay)
+    if labels is not None:
+        train_config["p_uncond"] = p_uncond
     losses = []  # one float per step done; len(losses) is the step counter
 
     if checkpoint_path is not None and os.path.exists(checkpoint_path):  # resume where the last call stopped
@@ -185,10 +198,14 @@ def train(model, data, schedule, steps, batch_size=128, lr=2e-4, ema_decay=None,
     for _ in bar:
         idx = torch.randint(0, len(data), (batch_size,), generator=generator)  # (batch_size,)
         x0 = data[idx.to(data.device)].to(device)  # (batch_size, ...)
+        y = None
+        if labels is not None:  # label dropout: "no label" with probability p_uncond
+            drop = torch.rand(batch_size, generator=generator) < p_uncond  # (batch_size,)
+            y = torch.where(drop, model.null_label, labels[idx.to(labels.device)].cpu()).to(device)  # (batch_size,)
         if lr_decay is not None:
             for group in optimizer.param_groups:
                 group["lr"] = decayed_lr(lr, len(losses), *lr_decay)
-        loss = diffusion_loss(forward, x0, schedule, generator)
+        loss = diffusion_loss(forward, x0, schedule, generator, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:

@@ -6,6 +6,13 @@ The design follows DDPM (Ho et al. 2020, appendix B), scaled down to train on a 
 Every ResBlock adds an embedding of t, so one network denoises at every noise level.
 Self-attention runs only at the lowest resolution, where it is cheap (7x7 for 28x28 inputs).
 Upsampling resizes to the size of the matching skip, so odd sizes (28 -> 14 -> 7 -> 4 -> 7) work.
+
+With num_classes set, the UNet is class-conditional, eps_theta(x_t, t, y): an embedding of the label y is added
+to the time embedding (Ho & Salimans 2022). Label num_classes is the "no label" token, so one network gives both
+the conditional and the unconditional eps that classifier-free guidance combines (course_lib/guidance.py).
+The "no label" row of the embedding starts at zero, so with y = null a fresh conditional UNet computes exactly what
+the unconditional one does (and can be started from its weights); the class rows start random (std LABEL_INIT_STD),
+so the network tells the labels apart from the first step.
 """
 import math
 
@@ -14,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 NUM_GROUPS = 8  # GroupNorm groups; every channel count is a multiple of 8
+LABEL_INIT_STD = 0.5  # class rows of the label embedding; the time embedding's entries are of order 0.3 to 1
 
 
 def timestep_embedding(t, dim, max_period=10000):
@@ -42,6 +50,17 @@ def check_model_inputs(x, t, ndim, channels, name):
     if t.is_floating_point():
         raise ValueError(f"{name} expects integer timesteps 0 <= t < T (dtype torch.long), got {t.dtype}; "
                          f"pass t itself, not t / T")
+
+
+def check_labels(y, batch, num_classes, name):
+    """Teaching errors for the label argument of a conditional model: y a LongTensor (B,) in 0..num_classes."""
+    if not torch.is_tensor(y) or y.shape != (batch,) or y.is_floating_point():
+        got = f"{tuple(y.shape)} {y.dtype}" if torch.is_tensor(y) else type(y).__name__
+        raise ValueError(f"{name} expects labels y as a LongTensor of shape (B,) = ({batch},), got {got}; "
+                         f"for one class use torch.full((B,), c, dtype=torch.long)")
+    if len(y) and (y.min() < 0 or y.max() > num_classes):
+        raise ValueError(f"{name} labels must lie in 0..{num_classes - 1}, or be {num_classes} (= null_label, "
+                         f"'no label'); got values from {y.min().item()} to {y.max().item()}")
 
 
 class ResBlock(nn.Module):
@@ -91,8 +110,12 @@ class UNet(nn.Module):
     at batch 128 takes about 0.9 s (16x16) to 2.2 s (28x28): train on a GPU, or load a shipped checkpoint.
     """
 
-    def __init__(self, in_channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=2, attn=True):
+    def __init__(self, in_channels=1, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=2, attn=True,
+                 num_classes=None):
         super().__init__()
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes={num_classes!r} must be None (unconditional) or an int >= 1")
         if base_channels % NUM_GROUPS != 0:
             raise ValueError(f"base_channels={base_channels} must be a multiple of {NUM_GROUPS} (GroupNorm groups)")
         if len(channel_mults) < 1 or num_res_blocks < 1:
@@ -102,9 +125,15 @@ class UNet(nn.Module):
         self.channel_mults = tuple(channel_mults)
         self.num_res_blocks = num_res_blocks
         self.attn = attn
+        self.num_classes = num_classes
 
         emb_dim = 4 * base_channels
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if num_classes is not None:  # one row per class plus the "no label" row, index num_classes
+            self.label_emb = nn.Embedding(num_classes + 1, emb_dim)
+            with torch.no_grad():
+                nn.init.normal_(self.label_emb.weight, std=LABEL_INIT_STD)
+                self.label_emb.weight[num_classes].zero_()  # "no label" adds nothing: the unconditional model
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         # Down path: level i keeps one skip per ResBlock output, then halves the resolution.
@@ -143,13 +172,36 @@ class UNet(nn.Module):
 
     def config(self):
         """Constructor arguments as a plain dict: `UNet(**model.config())` rebuilds the architecture."""
-        return {"in_channels": self.in_channels, "base_channels": self.base_channels,
-                "channel_mults": self.channel_mults, "num_res_blocks": self.num_res_blocks, "attn": self.attn}
+        config = {"in_channels": self.in_channels, "base_channels": self.base_channels,
+                  "channel_mults": self.channel_mults, "num_res_blocks": self.num_res_blocks, "attn": self.attn}
+        if self.num_classes is not None:  # only then, so unconditional checkpoints keep their config
+            config["num_classes"] = self.num_classes
+        return config
 
-    def forward(self, x, t):
-        """x: (B, in_channels, H, W) float, t: (B,) long with 0 <= t < T. Returns eps_pred (B, in_channels, H, W)."""
+    @property
+    def null_label(self):
+        """The "no label" token, num_classes: model(x_t, t, y=null) is the unconditional eps."""
+        if self.num_classes is None:
+            raise ValueError("this UNet is unconditional (num_classes=None): it has no labels")
+        return self.num_classes
+
+    def forward(self, x, t, y=None):
+        """x: (B, in_channels, H, W) float, t: (B,) long with 0 <= t < T. Returns eps_pred (B, in_channels, H, W).
+
+        y: (B,) long labels in 0..num_classes - 1, or num_classes for "no label", for a conditional UNet
+        (None means no label for every row); an unconditional UNet takes no y.
+        """
         check_model_inputs(x, t, 4, self.in_channels, "UNet")
         emb = self.time_mlp(timestep_embedding(t, self.base_channels))  # (B, 4 * base_channels)
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError("this UNet is unconditional (num_classes=None) and takes no labels y; "
+                                 "build UNet(..., num_classes=10) for a class-conditional model")
+        else:
+            if y is None:
+                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            check_labels(y, x.shape[0], self.num_classes, "UNet")
+            emb = emb + self.label_emb(y)  # (B, 4 * base_channels): the label shifts every ResBlock's input
 
         h = self.conv_in(x)  # (B, base_channels, H, W)
         skips = []

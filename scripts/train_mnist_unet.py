@@ -15,6 +15,14 @@ To train further without touching the shipped files, continue under another name
 copies checkpoints/mnist_unet28.resume.pt to checkpoints/mnist_unet28_next.resume.pt (once, if that is
 missing), continues from the copy and exports course_lib/data/mnist_unet28_next.{pt,md,json} and its
 sample figure; mnist_unet28.* stay as they are. --precision picks fp32 or bf16 autocast (default: auto).
+
+The class-conditional model of lecture 09 (classifier-free guidance) is trained by the same loop:
+
+    python scripts/train_mnist_unet.py --conditional --steps 6000 --lr-decay 0 6000
+
+builds UNet(..., num_classes=10), starts it from the shipped unconditional weights (the "no label" row of its label
+embedding starts at zero, so step 0 without a label is exactly mnist_unet28), fine-tunes with label dropout (p_uncond) and exports
+course_lib/data/mnist_cfg_unet28.{pt,md,json} with a figure of guided samples, ten of each digit.
 """
 import argparse
 import json
@@ -28,15 +36,18 @@ import torch
 
 from course_lib.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from course_lib.ddim import ddim_sample, make_timesteps
+from course_lib.guidance import guided_model
 from course_lib.mnist import load_mnist
 from course_lib.plots import show_images
 from course_lib.schedules import make_schedule
 from course_lib.train import train
-from course_lib.unet import UNet
+from course_lib.unet import LABEL_INIT_STD, UNet
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = dict(in_channels=1, base_channels=24, channel_mults=(1, 2, 2), num_res_blocks=1, attn=True)
 TRAIN = dict(batch_size=128, lr=5e-4, ema_decay=0.999, seed=0, grad_clip=1.0)
+COND_TRAIN = dict(TRAIN, lr=2e-4, p_uncond=0.2)  # fine-tuning from the unconditional weights: a smaller lr
+GUIDANCE_W = 3.0  # the guidance weight of the conditional model's sample figure
 
 
 def describe_precision(precision_steps):
@@ -51,20 +62,29 @@ def lr_words(meta):
     return f" (half-cosine decay to 0 from step {decay[0]:,} to {decay[1]:,})" if decay else " (constant)"
 
 
-def write_card(path, name, meta, size, command):
+def write_card(path, name, meta, size, command, model_args, train_args, init_from=None):
+    what = ("The course's pretrained MNIST eps-model: `model(x_t, t) -> eps_pred`, `course_lib.unet.UNet`."
+            if init_from is None else
+            "The course's class-conditional MNIST eps-model: `model(x_t, t, y) -> eps_pred`, `course_lib.unet.UNet` "
+            "with a label embedding; `y = model.null_label` (10) is \"no label\". Sample with classifier-free "
+            "guidance through `course_lib.guidance.guided_model(model, y, w)`.")
+    objective = "L_simple (DDPM eq. 14)"
+    if init_from is not None:
+        objective += f" with label dropout (a label becomes \"no label\" with probability {train_args['p_uncond']})"
+    start = "" if init_from is None else f"| initial weights | `{init_from}` (EMA); label embedding: \"no label\" row zero, class rows random (std {LABEL_INIT_STD}) |\n"
     card = f"""# Model card: {name}
 
-The course's pretrained MNIST eps-model: `model(x_t, t) -> eps_pred`, `course_lib.unet.UNet`.
+{what}
 
 | what | value |
 | --- | --- |
-| architecture | `UNet({", ".join(f"{k}={v}" for k, v in MODEL.items())})` |
+| architecture | `UNet({", ".join(f"{k}={v}" for k, v in model_args.items())})` |
 | parameters | {meta["parameters"]:,} |
-| data | the shipped MNIST subset, train split ({meta["train_examples"]:,} digits), {size}x{size}, in [-1, 1] |
+| data | the shipped MNIST subset, train split ({meta["train_examples"]:,} digits{" and their labels" if init_from else ""}), {size}x{size}, in [-1, 1] |
 | schedule | linear, T = 1000 (beta from 1e-4 to 0.02) |
-| objective | L_simple (DDPM eq. 14), AdamW lr {TRAIN["lr"]}{lr_words(meta)}, batch {TRAIN["batch_size"]}, grad-norm clip {TRAIN["grad_clip"]} |
-| weights | EMA, decay {TRAIN["ema_decay"]} |
-| seed | {TRAIN["seed"]} |
+{start}| objective | {objective}, AdamW lr {train_args["lr"]}{lr_words(meta)}, batch {train_args["batch_size"]}, grad-norm clip {train_args["grad_clip"]} |
+| weights | EMA, decay {train_args["ema_decay"]} |
+| seed | {train_args["seed"]} |
 | steps | {meta["steps"]:,} |
 | precision | {describe_precision(meta["precision_steps"])} |
 | final loss | {meta["loss_last_500"]:.4f} (mean of the last 500 steps) |
@@ -90,8 +110,14 @@ def main():
                         help="auto: bf16 autocast where the CPU/GPU is fast at it, else fp32")
     parser.add_argument("--lr-decay", type=int, nargs=2, metavar=("START", "END"), default=None,
                         help="half-cosine lr decay from step START to 0 at step END (keep passing it on resume)")
+    parser.add_argument("--conditional", action="store_true",
+                        help="the class-conditional model (default name mnist_cfg_unet<size>), started from the "
+                             "unconditional mnist_unet<size>.pt and trained with label dropout")
     args = parser.parse_args()
-    source = args.name or f"mnist_unet{args.size}"
+    source = args.name or (f"mnist_cfg_unet{args.size}" if args.conditional else f"mnist_unet{args.size}")
+    model_args = dict(MODEL, num_classes=10) if args.conditional else MODEL
+    train_args = COND_TRAIN if args.conditional else TRAIN
+    init_from = f"course_lib/data/mnist_unet{args.size}.pt" if args.conditional else None
     name = args.export_name or source
     resume = ROOT / "checkpoints" / f"{name}.resume.pt"
     export, card, log = (ROOT / "course_lib" / "data" / f"{name}.{ext}" for ext in ("pt", "md", "json"))
@@ -105,12 +131,13 @@ def main():
             if source_log.exists() and not log.exists():
                 shutil.copyfile(source_log, log)  # carry the wall time and step history over
 
-    data, _ = load_mnist("train", source="shipped", size=args.size)
+    data, labels = load_mnist("train", source="shipped", size=args.size)
     schedule = make_schedule("linear", T=1000)
     history = json.loads(log.read_text()) if log.exists() else {"wall_time_s": 0.0}
     # steps per precision; a log from before this field existed was trained in float32
     precision_steps = history.get("precision_steps", {"fp32": history.get("steps", 0)})
     command = f"python scripts/train_mnist_unet.py --size {args.size} --steps {args.steps}"
+    command += " --conditional" if args.conditional else ""
     command += f" --export-name {name}" if name != source else ""
     command += f" --precision {args.precision}" if args.precision != "auto" else ""
     command += f" --lr-decay {args.lr_decay[0]} {args.lr_decay[1]}" if args.lr_decay else ""
@@ -118,29 +145,42 @@ def main():
     done = read_checkpoint(resume)["train_state"]["step"] if resume.exists() else 0
     while done < args.steps and time.time() - start < args.minutes * 60:
         chunk_start = time.time()
-        model = UNet(**MODEL)
+        model = UNet(**model_args)
+        if init_from is not None and not resume.exists():  # step 0 of the conditional model: the unconditional one
+            start_model, _, _ = load_checkpoint(ROOT / init_from)
+            missing, unexpected = model.load_state_dict(start_model.state_dict(), strict=False)
+            if missing != ["label_emb.weight"] or unexpected:
+                raise ValueError(f"{init_from} does not fit {model_args}: missing {missing}, unexpected {unexpected}")
+            print(f"[train] started from {init_from}; the 'no label' embedding starts at zero", flush=True)
         target = min(done + args.chunk, args.steps)
         result = train(model, data, schedule, target, checkpoint_path=resume, checkpoint_every=args.chunk,
                        device="cpu" if not torch.cuda.is_available() else None, precision=args.precision,
-                       progress=sys.stderr.isatty(), lr_decay=args.lr_decay, **TRAIN)
+                       progress=sys.stderr.isatty(), lr_decay=args.lr_decay,
+                       labels=labels if args.conditional else None, **train_args)
         precision_steps[result.precision] = precision_steps.get(result.precision, 0) + len(result.losses) - done
         done = len(result.losses)
         history["wall_time_s"] += time.time() - chunk_start
-        meta = {"steps": done, "lr_decay": args.lr_decay, "seed": TRAIN["seed"], "loss_last_500": sum(result.losses[-500:]) / len(result.losses[-500:]),
+        meta = {"steps": done, "lr_decay": args.lr_decay, "seed": train_args["seed"], "loss_last_500": sum(result.losses[-500:]) / len(result.losses[-500:]),
                 "parameters": sum(p.numel() for p in model.parameters()), "train_examples": len(data),
                 "wall_time_s": history["wall_time_s"], "size": args.size, "precision_steps": precision_steps,
                 "machine": f"{platform.machine()} CPU, torch {torch.__version__}"}
+        if init_from is not None:
+            meta["init_from"] = init_from
         save_checkpoint(export, result.ema_model, schedule, meta=meta)
-        write_card(card, name, meta, args.size, command)
+        write_card(card, name, meta, args.size, command, model_args, train_args, init_from)
         log.write_text(json.dumps({**history, **meta}, indent=1))
         print(f"[train] {done} steps ({result.precision}), loss {meta['loss_last_500']:.4f}, "
               f"{time.time() - chunk_start:.0f} s this chunk, {history['wall_time_s'] / 60:.1f} min in total",
               flush=True)
 
     model, _, _ = load_checkpoint(export)
-    x_T = torch.randn(64, 1, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    n, title = 64, f"{name} after {done:,} training steps: DDIM samples, S = 50, eta = 0"
+    if args.conditional:  # ten of each digit, one digit per row, guided
+        n, title = 100, title + f", guidance w = {GUIDANCE_W:g}, one digit per row"
+        model = guided_model(model, torch.arange(10).repeat_interleave(10), GUIDANCE_W)
+    x_T = torch.randn(n, 1, args.size, args.size, generator=torch.Generator().manual_seed(0))
     x0 = ddim_sample(model, x_T, schedule, make_timesteps(1000, 50, "linspace"), progress=False)
-    ax = show_images(x0, nrow=8, title=f"{name} after {done:,} training steps: DDIM samples, S = 50, eta = 0")
+    ax = show_images(x0, nrow=10 if args.conditional else 8, title=title)
     ax.figure.savefig(ROOT / "course_lib" / "data" / f"{name}_samples.png", dpi=100, bbox_inches="tight")
 
 

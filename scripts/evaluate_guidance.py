@@ -118,7 +118,7 @@ def run_job(job, ctx, bar):
                                      progress=False).float().cpu().clamp(-1, 1)
                 f, l = embed(x0, ctx["classifier"])
                 part = {"features": f, "logits": l, "wall_time_s": time.time() - chunk_start,
-                        "preview": x0[:10] if c == 0 else None}
+                        "preview": x0[:10].clone() if c == 0 else None}
                 partial_dir.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, lambda tmp: torch.save(part, tmp))
             bar.update(len(x_T) * job["cost"] // args_samples(ctx))
@@ -348,7 +348,7 @@ def main(argv=None):
                 continue
             result = run_job(job, ctx, bar)
             if job["kind"] == "cfg_ddim":  # the first ten rows (digits 0 to 9) for samples.png
-                first = torch.load(out / "partial" / f"{stem(job)}.chunk0.pt", weights_only=True)["preview"]
+                first = torch.load(out / "partial" / f"{stem(job)}.chunk0.pt", weights_only=True)["preview"].clone()
                 write_atomic(out / "features" / f"{stem(job)}.preview.pt", lambda tmp: torch.save(first, tmp))
             cache["entries"][job["key"]] = {"setting": {k: v for k, v in job.items() if k not in ("key", "cost")},
                                             "model_sha256": model_sha, "model_steps": model_info["steps"],

@@ -141,7 +141,7 @@ def run_job(job, ctx, bar):
         test, _ = load_mnist("test", source="shipped")
         images = test[torch.linspace(0, len(test) - 1, min(ctx["args"].samples, len(test))).round().long()]
         features, logits = embed(images, ctx["classifier"])
-        wall, preview = 0.0, images[:8]
+        wall, preview = 0.0, images[:8].clone()  # a copy: a slice would save the whole tensor
     else:
         partial_dir = ctx["out"] / "partial"
         features, logits, wall, preview = [], [], 0.0, None
@@ -155,7 +155,7 @@ def run_job(job, ctx, bar):
                 with torch.no_grad():
                     x0 = sample_chunk(job, x_T, c, ctx).float().cpu().clamp(-1, 1)  # scored in the data range
                 f, l = embed(x0, ctx["classifier"])
-                part = {"features": f, "logits": l, "wall_time_s": time.time() - chunk_start, "preview": x0[:8]}
+                part = {"features": f, "logits": l, "wall_time_s": time.time() - chunk_start, "preview": x0[:8].clone()}
                 partial_dir.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, lambda tmp: torch.save(part, tmp))
             bar.update(len(x_T) * job["calls"])
@@ -200,6 +200,8 @@ def intervals(done, ctx):
           for key, b in boot.items()}
     by_setting = {(job["kind"], job["calls"]): job["key"] for job, _ in done if job["key"] in boot}
     comparisons = [(("ddim", S), ("dpm2m", S)) for S in ctx["args"].calls]
+    most = max(ctx["args"].calls)  # each solver against itself at the most calls: where has it converged?
+    comparisons += [((solver, S), (solver, most)) for solver in SOLVERS for S in ctx["args"].calls if S < most]
     ddpm = next(((kind, S) for kind, S in by_setting if kind == "ddpm"), None)
     if ddpm:
         comparisons += [((solver, S), ddpm) for S in ctx["args"].calls for solver in SOLVERS]
@@ -281,14 +283,20 @@ def findings(done, diffs):
             lines.append(f"- {S} calls: FID DDIM {fid[d['a']]:.2f}, 2M {fid[d['b']]:.2f}; DDIM minus 2M "
                          f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]: {verdict}.")
     for solver in SOLVERS:
+        own = [d for d in diffs if d["a"][0] == solver and d["b"][0] == solver]
+        if own:
+            lines.append(f"- {SOLVERS[solver]}, FID minus its own {own[0]['b'][1]}-call FID: " + "; ".join(
+                f"{d['a'][1]} calls {d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" for d in own) + ".")
         against = [d for d in diffs if d["a"][0] == solver and d["b"][0] == "ddpm"]
         if against:
             reach = [d["a"][1] for d in against if d["verdict"] != "b lower"]
             ddpm_calls = against[0]["b"][1]
+            last = max(against, key=lambda d: d["a"][1])
             lines.append(f"- {SOLVERS[solver]}: " + (
                 f"the fewest calls tried at which its FID is not resolved above {ddpm_calls}-step DDPM's: "
                 f"{min(reach)} ({ddpm_calls / min(reach):.0f}x fewer model calls)." if reach else
-                f"its FID is resolved above {ddpm_calls}-step DDPM's at every number of calls tried."))
+                f"its FID is resolved above {ddpm_calls}-step DDPM's at every number of calls tried; at "
+                f"{last['a'][1]} calls by {last['difference']:+.2f} [{last['low']:+.2f}, {last['high']:+.2f}]."))
     return lines
 
 

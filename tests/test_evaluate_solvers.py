@@ -2,6 +2,7 @@
 import csv
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,26 @@ def test_bad_arguments(evaluate, tiny_model, tmp_path):
     with pytest.raises(SystemExit, match="exceeds the model's T = 100"):
         evaluate.main(["--calls", "200", "--samples", "4", "--model", str(tiny_model), "--out", str(tmp_path / "x"),
                        "--device", "cpu"])
+
+
+def test_committed_results_belong_to_the_shipped_model(evaluate):
+    """results/solvers/ is complete for the default settings, was made from the shipped checkpoint (same sha256),
+    and its README states an ordering exactly where the paired interval excludes 0."""
+    full = evaluate.parse_args([])
+    rows = read_csv(evaluate.OUT / "table.csv")
+    settings = {(r["sampler"], int(r["calls"])) for r in rows}
+    expected = {("real_test", 0), ("ddpm", 1000)} | {(s, S) for s in evaluate.SOLVERS for S in full.calls}
+    assert settings == expected, f"results/solvers/table.csv is incomplete: missing {expected - settings}"
+    assert {r["samples"] for r in rows} == {str(full.samples)}
+    sha = evaluate.sha256_of(full.model)
+    assert {r["model_sha256"] for r in rows} == {sha}, (
+        "results/solvers/ was made from another model: re-run `python scripts/evaluate_solvers.py` after training")
+    readme = (evaluate.OUT / "README.md").read_text()
+    pattern = r"- (\d+) calls: FID DDIM [\d.]+, 2M [\d.]+; DDIM minus 2M ([-+][\d.]+) \[([-+][\d.]+), ([-+][\d.]+)\]: (.+)\."
+    stated = re.findall(pattern, readme)
+    assert len(stated) == len(full.calls), "one DDIM-vs-2M line per number of calls"
+    for calls, _, low, high, verdict in stated:
+        low, high = float(low), float(high)
+        assert verdict == ("2M lower" if low > 0 else "DDIM lower" if high < 0 else "not resolved"), (calls, verdict)
+    for row in rows:
+        assert float(row["fid_low"]) <= float(row["fid_high"]), row

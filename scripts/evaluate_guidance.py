@@ -23,9 +23,7 @@ tradeoff.png and samples.png from the cache.
 import argparse
 import json
 import math
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,8 +36,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # course_lib, also where the repo is not pip-installed
-from course_lib.checkpoints import load_checkpoint  # noqa: E402
-from course_lib.classifier import CLASSIFIER_PATH, embed, load_classifier, reference_stats  # noqa: E402
+from course_lib.classifier import embed, load_classifier, reference_stats  # noqa: E402
 from course_lib.ddim import ddim_sample, make_timesteps  # noqa: E402
 from course_lib.device import pick_device, set_cpu_threads  # noqa: E402
 from course_lib.guidance import guided_model  # noqa: E402
@@ -48,7 +45,8 @@ from course_lib.mnist import load_mnist  # noqa: E402
 from course_lib.plots import show_images  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_solvers import cleanup_partial, stem, write_atomic  # noqa: E402  (same cache and chunk layout)
+from evaluate_solvers import (add_common_arguments, cleanup_partial, load_snapshot, stem,  # noqa: E402
+                              write_atomic)  # the same options, cache and chunk layout
 from evaluate_tables import machine, read_cache, sha256_of  # noqa: E402
 
 MODEL_PATH = ROOT / "course_lib" / "data" / "mnist_cfg_unet28.pt"
@@ -64,12 +62,7 @@ def parse_args(argv=None):
     parser.add_argument("--weights", default=WEIGHTS, help=f"comma-separated guidance weights w (default {WEIGHTS})")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps S (default 25)")
     parser.add_argument("--seed", type=int, default=0, help="seed of x_T")
-    parser.add_argument("--model", type=Path, default=MODEL_PATH, help="class-conditional eps-model checkpoint")
-    parser.add_argument("--classifier", type=Path, default=CLASSIFIER_PATH, help="classifier file for the metrics")
-    parser.add_argument("--out", type=Path, default=OUT, help="output folder (default results/guidance)")
-    parser.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
-    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: course_lib.pick_device())")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the course's policy)")
+    add_common_arguments(parser, MODEL_PATH, OUT)
     args = parser.parse_args(argv)
     try:
         args.weights = sorted({float(v) for v in str(args.weights).split(",") if v.strip()})
@@ -327,11 +320,7 @@ def main(argv=None):
     device = pick_device(args.device)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:  # snapshot: the model file may be replaced while we run
-        snapshot = Path(tmp) / "model.pt"
-        shutil.copyfile(args.model, snapshot)
-        model_sha = sha256_of(snapshot)
-        model, schedule, meta = load_checkpoint(snapshot, device=device)
+    model, schedule, meta, model_sha = load_snapshot(args.model, device)
     if getattr(model, "num_classes", None) != 10:
         raise SystemExit(f"{args.model} is not a 10-class conditional model (num_classes={model.num_classes!r})")
     model_info = {"sha256": model_sha, "steps": int(meta.get("steps", 0))}

@@ -72,12 +72,7 @@ def parse_args(argv=None):
     parser.add_argument("--spacing", default="trailing", choices=["trailing", "linspace", "leading", "quad"],
                         help="timesteps of both solvers (default trailing: starts at t = T-1, where x_T is right)")
     parser.add_argument("--seed", type=int, default=0, help="seed of x_T and of DDPM's noise")
-    parser.add_argument("--model", type=Path, default=MODEL_PATH, help="eps-model checkpoint (default: shipped)")
-    parser.add_argument("--classifier", type=Path, default=CLASSIFIER_PATH, help="classifier file for FID/KID")
-    parser.add_argument("--out", type=Path, default=OUT, help="output folder (default results/solvers)")
-    parser.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
-    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: course_lib.pick_device())")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: course_lib.set_cpu_threads' policy)")
+    add_common_arguments(parser, MODEL_PATH, OUT)
     args = parser.parse_args(argv)
     try:
         args.calls = sorted({int(v) for v in str(args.calls).split(",") if v.strip()})
@@ -90,6 +85,25 @@ def parse_args(argv=None):
     if args.resamples < 10:
         parser.error("--resamples must be >= 10")
     return args
+
+
+def add_common_arguments(parser, model_path, out):
+    """--model, --classifier, --out, --resamples, --device, --threads: the options every evaluation script shares."""
+    parser.add_argument("--model", type=Path, default=model_path, help=f"eps-model checkpoint (default: {model_path.name})")
+    parser.add_argument("--classifier", type=Path, default=CLASSIFIER_PATH, help="classifier file for the metrics")
+    parser.add_argument("--out", type=Path, default=out, help=f"output folder (default {out.relative_to(ROOT)})")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
+    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: course_lib.pick_device())")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: course_lib.set_cpu_threads' policy)")
+
+
+def load_snapshot(path, device):
+    """(model, schedule, meta, sha256) of a checkpoint, read from a copy: the file may be replaced while we run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshot = Path(tmp) / "model.pt"
+        shutil.copyfile(path, snapshot)
+        return (*load_checkpoint(snapshot, device=device), sha256_of(snapshot))
 
 
 # ---------------------------------------------------------------- settings and the cache
@@ -350,11 +364,7 @@ def main(argv=None):
     device = pick_device(args.device)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:  # snapshot: the model file may be replaced while we run
-        snapshot = Path(tmp) / "model.pt"
-        shutil.copyfile(args.model, snapshot)
-        model_sha = sha256_of(snapshot)
-        model, schedule, meta = load_checkpoint(snapshot, device=device)
+    model, schedule, meta, model_sha = load_snapshot(args.model, device)
     model_info = {"sha256": model_sha, "steps": int(meta.get("steps", 0))}
     if max(args.calls) > schedule.T:
         raise SystemExit(f"--calls {max(args.calls)} exceeds the model's T = {schedule.T} training steps")

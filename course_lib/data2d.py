@@ -154,6 +154,13 @@ class GaussianMixture:
         log_normal = -0.5 * sq_dist / stds**2 - self.dim * torch.log(stds) - 0.5 * self.dim * math.log(2 * math.pi)
         return torch.log(weights) + log_normal  # (..., K)
 
+    def log_joint(self, x):
+        """log w_k + log N(x; mu_k, s_k^2 I), the log of each component's share of p(x), (..., D) -> (..., K).
+
+        A softmax over the last axis gives the responsibilities p(k | x); a logsumexp gives log p(x).
+        """
+        return self._log_joint(self._check_x(x))
+
     def log_prob(self, x):
         """log p(x) for x of shape (..., D), returns (...); logsumexp over components keeps it finite far away."""
         x = self._check_x(x)

@@ -85,6 +85,18 @@ def test_score_matches_autograd(gm):
     torch.testing.assert_close(gm.score(x.detach()), grad, rtol=1e-7, atol=1e-9)
 
 
+def test_log_joint_is_each_components_share():
+    """log_joint(x)[..., k] = log w_k + log N(x; mu_k, s_k^2 I), computed here from the Gaussian density by hand."""
+    gm = asym()
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    by_hand = torch.stack([math.log(w) - ((x - mu.double()) ** 2).sum(1) / (2 * s**2) - 2 * math.log(s)
+                           - math.log(2 * math.pi) for mu, s, w in zip(gm.means, gm.stds.tolist(), gm.weights.tolist())], 1)
+    torch.testing.assert_close(gm.log_joint(x), by_hand, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(torch.logsumexp(gm.log_joint(x), 1), gm.log_prob(x))
+    with pytest.raises(ValueError, match="expected"):
+        gm.log_joint(torch.zeros(3, 3))
+
+
 def test_far_from_every_mode_stays_finite_in_float32():
     gm = GaussianMixture.default()
     x = torch.tensor([[50.0, -40.0]])

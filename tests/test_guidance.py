@@ -27,7 +27,7 @@ def labelled_mixture():
 
 def log_class_posterior(mixture, x, c):
     """log p(c | x) of the labelled mixture: class c's two components' share of the joint, (...)."""
-    log_joint = mixture._log_joint(x)  # (..., 8)
+    log_joint = mixture.log_joint(x)  # (..., 8)
     return torch.logsumexp(log_joint[..., 2 * c:2 * c + 2], -1) - torch.logsumexp(log_joint, -1)
 
 
@@ -78,7 +78,7 @@ def test_guided_sampling_takes_the_class_and_pushes_away_from_the_others():
     x_T = torch.randn(400, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
     def share_and_radius(x0):
-        return (mixture._log_joint(x0).argmax(-1) // 2 == 1).double().mean().item(), x0.norm(dim=1).mean().item()
+        return (mixture.log_joint(x0).argmax(-1) // 2 == 1).double().mean().item(), x0.norm(dim=1).mean().item()
 
     timesteps = make_timesteps(1000, 100, "trailing")
     out = {w: share_and_radius(dpm_solver_sample(guided_model(model, y, w), x_T, schedule, timesteps, progress=False))

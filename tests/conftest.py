@@ -1,8 +1,39 @@
-"""Shared fixtures: eps-models with known behaviour, so sampler tests need no training."""
+"""Shared fixtures: eps-models with known behaviour, so sampler tests need no training; helpers for the tests of
+the evaluation scripts."""
+import csv
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
+from course_lib.checkpoints import save_checkpoint
 from course_lib.schedules import make_schedule
+from course_lib.unet import UNet
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def load_script(name):
+    """scripts/<name>.py imported as a module: the evaluation scripts are scripts, not a package."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def save_tiny_unet(path, num_classes=None):
+    """An untrained, very small UNet on a linear T = 100 schedule, saved to `path`: fast, and enough to exercise an
+    evaluation script's pipeline (its samples are noise, so only the plumbing can be checked with it)."""
+    torch.manual_seed(0)
+    model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn=False, num_classes=num_classes)
+    save_checkpoint(path, model, make_schedule("linear", T=100), meta={"steps": 0})
+    return path
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 

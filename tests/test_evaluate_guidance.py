@@ -1,9 +1,6 @@
 """scripts/evaluate_guidance.py: a tiny run (outputs, cache, resume by setting), and the committed results/guidance/
 tied to the shipped conditional model, with every stated rise or fall backed by its paired interval."""
-import csv
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,33 +10,22 @@ from course_lib.ddim import ddim_sample, make_timesteps
 from course_lib.guidance import guided_model
 from course_lib.schedules import make_schedule
 from course_lib.unet import UNet
+from conftest import load_script, read_csv, save_tiny_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_guidance.py"
 TINY = ["--samples", "20", "--weights", "0,1,3", "--steps", "4", "--resamples", "50", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def evaluate():
-    spec = importlib.util.spec_from_file_location("evaluate_guidance", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate_guidance")
 
 
 @pytest.fixture
 def tiny_model(tmp_path):
     """An untrained, very small 10-class UNet on a linear T = 100 schedule: the plumbing only."""
-    torch.manual_seed(0)
-    path = tmp_path / "tiny_cfg.pt"
-    model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn=False, num_classes=10)
-    save_checkpoint(path, model, make_schedule("linear", T=100), meta={"steps": 0})
-    return path
+    return save_tiny_unet(tmp_path / "tiny_unet.pt", num_classes=10)
 
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def stated_changes(readme):

@@ -1,44 +1,26 @@
 """scripts/evaluate_tables.py on tiny settings: its tables, its cache (a re-run skips finished work), its folders."""
-import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-import torch
 
-from course_lib.checkpoints import save_checkpoint
-from course_lib.schedules import make_schedule
-from course_lib.unet import UNet
+from conftest import load_script, read_csv, save_tiny_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_tables.py"
 TINY = ["--samples", "8", "--steps", "10,20", "--etas", "0,1", "--recon-digits", "4", "--recon-steps", "10,20",
         "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def evaluate():
-    spec = importlib.util.spec_from_file_location("evaluate_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate_tables")
 
 
 @pytest.fixture
 def tiny_model(tmp_path):
     """An untrained, very small UNet on a linear T = 100 schedule (so DDPM takes 100 steps): fast, and
     enough to exercise the pipeline; its samples are noise, so only the plumbing is checked here."""
-    torch.manual_seed(0)
-    path = tmp_path / "tiny_unet.pt"
-    model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn=False)
-    save_checkpoint(path, model, make_schedule("linear", T=100), meta={"steps": 0})
-    return path
+    return save_tiny_unet(tmp_path / "tiny_unet.pt")
 
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_tiny_run_writes_the_tables_and_a_rerun_uses_the_cache(evaluate, tiny_model, tmp_path):

@@ -21,7 +21,6 @@ the seed) with its features in <out>/features/; a re-run skips what is done and 
 tradeoff.png and samples.png from the cache.
 """
 import argparse
-import json
 import math
 import sys
 import time
@@ -32,7 +31,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # course_lib, also where the repo is not pip-installed
@@ -45,9 +43,9 @@ from course_lib.mnist import load_mnist  # noqa: E402
 from course_lib.plots import show_images  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_solvers import (add_common_arguments, cleanup_partial, load_snapshot, stem,  # noqa: E402
+from evaluate_solvers import (add_common_arguments, load_snapshot, run_jobs, stem,  # noqa: E402
                               write_atomic)  # the same options, cache and chunk layout
-from evaluate_tables import machine, read_cache, sha256_of  # noqa: E402
+from evaluate_tables import machine, sha256_of  # noqa: E402
 
 MODEL_PATH = ROOT / "course_lib" / "data" / "mnist_cfg_unet28.pt"
 OUT = ROOT / "results" / "guidance"
@@ -116,6 +114,10 @@ def run_job(job, ctx, bar):
                         "preview": x0[:10].clone() if c == 0 else None}
                 partial_dir.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, lambda tmp: torch.save(part, tmp))
+            if c == 0:  # its first ten rows (digits 0 to 9) for samples.png
+                preview = ctx["out"] / "features" / f"{stem(job)}.preview.pt"
+                preview.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(preview, lambda tmp: torch.save(part["preview"], tmp))
             bar.update(len(x_T) * job["cost"] // args_samples(ctx))
             features.append(part["features"])
             logits.append(part["logits"])
@@ -335,29 +337,9 @@ def main(argv=None):
            "y": torch.arange(args.samples) % 10}
     print(f"[guidance] model {args.model.name}: {model_info['steps']:,} steps, sha256 {model_sha[:12]}; "
           f"device {device}; writing to {out}")
-    cache_path = out / "cache.json"
-    cache = read_cache(cache_path)
     jobs = make_jobs(args, model_sha, classifier_sha)
-    todo = [job for job in jobs if job["key"] not in cache["entries"]]
-    print(f"[guidance] {len(jobs)} settings, {len(jobs) - len(todo)} in the cache; "
-          f"{sum(job['cost'] for job in todo):,} image-calls to go")
-    computed = []
-    with tqdm(total=sum(job["cost"] for job in todo), unit="img-call", desc="evaluate", smoothing=0.05) as bar:
-        for job in jobs:
-            if job["key"] in cache["entries"]:
-                continue
-            result = run_job(job, ctx, bar)
-            if job["kind"] == "cfg_ddim":  # the first ten rows (digits 0 to 9) for samples.png
-                first = torch.load(out / "partial" / f"{stem(job)}.chunk0.pt", weights_only=True)["preview"].clone()
-                write_atomic(out / "features" / f"{stem(job)}.preview.pt", lambda tmp: torch.save(first, tmp))
-            cache["entries"][job["key"]] = {"setting": {k: v for k, v in job.items() if k not in ("key", "cost")},
-                                            "model_sha256": model_sha, "model_steps": model_info["steps"],
-                                            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                                            "result": result}
-            write_atomic(cache_path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)))
-            cleanup_partial(job, ctx)
-            computed.append(job["key"])
-            tqdm.write(f"[done] {describe(job)}: accuracy {result['accuracy']:.3f}, {result['wall_time_s']:.0f} s")
+    cache, computed = run_jobs(jobs, ctx, run_job, model_info, "guidance", lambda job, result: (
+        f"{describe(job)}: accuracy {result['accuracy']:.3f}, {result['wall_time_s']:.0f} s"))
     done = [(job, cache["entries"][job["key"]]["result"]) for job in jobs]
     done.sort(key=lambda item: -1.0 if item[0]["w"] is None else item[0]["w"])
     table, diffs = measure(done, ctx)

@@ -230,6 +230,33 @@ def intervals(done, ctx):
     return ci, diffs
 
 
+def run_jobs(jobs, ctx, run_job, model_info, name, summary):
+    """Run every job that <out>/cache.json lacks, cheapest first, with one progress bar in image-calls.
+
+    run_job(job, ctx, bar) -> a result dict of plain data; each is stored in the cache as soon as it is done, so a
+    killed run loses at most the setting in progress (whose finished chunks stay in <out>/partial/).
+    summary(job, result) -> the "[done]" line. Returns (cache, the keys computed by this call).
+    """
+    cache_path = ctx["out"] / "cache.json"
+    cache = read_cache(cache_path)
+    todo = [job for job in jobs if job["key"] not in cache["entries"]]
+    print(f"[{name}] {len(jobs)} settings, {len(jobs) - len(todo)} in the cache; "
+          f"{sum(job['cost'] for job in todo):,} image-calls to go")
+    computed = []
+    with tqdm(total=sum(job["cost"] for job in todo), unit="img-call", desc="evaluate", smoothing=0.05) as bar:
+        for job in todo:
+            result = run_job(job, ctx, bar)
+            cache["entries"][job["key"]] = {"setting": {k: v for k, v in job.items() if k not in ("key", "cost")},
+                                            "model_sha256": model_info["sha256"], "model_steps": model_info["steps"],
+                                            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                                            "result": result}
+            write_atomic(cache_path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)))  # a kill loses nothing
+            cleanup_partial(job, ctx)
+            computed.append(job["key"])
+            tqdm.write(f"[done] {summary(job, result)}")
+    return cache, computed
+
+
 # ---------------------------------------------------------------- outputs
 
 def name_of(setting):
@@ -376,27 +403,9 @@ def main(argv=None):
            "x_T": torch.randn((args.samples, 1, 28, 28), generator=torch.Generator().manual_seed(args.seed))}
     print(f"[solvers] model {args.model.name}: {model_info['steps']:,} steps, sha256 {model_sha[:12]}; "
           f"device {device}; writing to {out}")
-    cache_path = out / "cache.json"
-    cache = read_cache(cache_path)
     jobs = make_jobs(args, model_sha, classifier_sha, schedule.T)
-    todo = [job for job in jobs if job["key"] not in cache["entries"]]
-    print(f"[solvers] {len(jobs)} settings, {len(jobs) - len(todo)} in the cache; "
-          f"{sum(job['cost'] for job in todo):,} image-calls to go")
-    computed = []
-    with tqdm(total=sum(job["cost"] for job in todo), unit="img-call", desc="evaluate", smoothing=0.05) as bar:
-        for job in jobs:
-            if job["key"] in cache["entries"]:
-                continue
-            result = run_job(job, ctx, bar)
-            cache["entries"][job["key"]] = {"setting": {k: v for k, v in job.items() if k not in ("key", "cost")},
-                                            "model_sha256": model_sha, "model_steps": model_info["steps"],
-                                            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                                            "result": result}
-            write_atomic(cache_path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)))  # a kill loses nothing
-            cleanup_partial(job, ctx)
-            computed.append(job["key"])
-            tqdm.write(f"[done] {job['kind']} {job['calls']} calls: FID {result['fid']:.2f}, "
-                       f"{result['wall_time_s']:.0f} s")
+    cache, computed = run_jobs(jobs, ctx, run_job, model_info, "solvers", lambda job, result: (
+        f"{job['kind']} {job['calls']} calls: FID {result['fid']:.2f}, {result['wall_time_s']:.0f} s"))
     done = [(job, cache["entries"][job["key"]]["result"]) for job in jobs]
     done.sort(key=lambda item: (list(SOLVERS).index(item[0]["kind"]) if item[0]["kind"] in SOLVERS else
                                 (-1 if item[0]["kind"] == "real_test" else len(SOLVERS)), item[0]["calls"]))

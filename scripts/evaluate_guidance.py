@@ -43,9 +43,8 @@ from course_lib.mnist import load_mnist  # noqa: E402
 from course_lib.plots import show_images  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_solvers import (add_common_arguments, load_snapshot, run_jobs, stem,  # noqa: E402
-                              write_atomic)  # the same options, cache and chunk layout
-from evaluate_tables import machine, sha256_of  # noqa: E402
+from evaluate_solvers import add_common_arguments, run_jobs, write_atomic  # noqa: E402  (the same options, cache)
+from evaluate_tables import load_snapshot, machine, sha256_of, stem  # noqa: E402  (and chunk layout)
 
 MODEL_PATH = ROOT / "course_lib" / "data" / "mnist_cfg_unet28.pt"
 OUT = ROOT / "results" / "guidance"
@@ -98,7 +97,7 @@ def run_job(job, ctx, bar):
         partial_dir = ctx["out"] / "partial"
         features, logits, wall = [], [], 0.0
         timesteps = make_timesteps(ctx["schedule"].T, job["steps"], job["spacing"])
-        for c, first in enumerate(range(0, args_samples(ctx), CHUNK)):
+        for c, first in enumerate(range(0, ctx["args"].samples, CHUNK)):
             path = partial_dir / f"{stem(job)}.chunk{c}.pt"
             x_T, y = ctx["x_T"][first:first + CHUNK], ctx["y"][first:first + CHUNK]
             if path.exists():
@@ -118,7 +117,7 @@ def run_job(job, ctx, bar):
                 preview = ctx["out"] / "features" / f"{stem(job)}.preview.pt"
                 preview.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(preview, lambda tmp: torch.save(part["preview"], tmp))
-            bar.update(len(x_T) * job["cost"] // args_samples(ctx))
+            bar.update(len(x_T) * job["cost"] // ctx["args"].samples)
             features.append(part["features"])
             logits.append(part["logits"])
             wall += float(part["wall_time_s"])
@@ -129,10 +128,6 @@ def run_job(job, ctx, bar):
                                                "labels": labels}, tmp))
     return {"accuracy": float((logits.argmax(1) == labels).float().mean()), "n": int(len(labels)),
             "wall_time_s": wall, "seconds_per_sample": wall / len(labels), "elapsed_s": time.time() - start}
-
-
-def args_samples(ctx):
-    return len(ctx["x_T"])
 
 
 def within_class_spread(counts, features, labels):

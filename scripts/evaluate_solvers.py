@@ -23,12 +23,9 @@ run killed at any point continues where it stopped; cheap settings run first. Ev
 README.md and quality_vs_calls.png in <out> from the cache, for the current model.
 """
 import argparse
-import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +39,6 @@ from tqdm.auto import tqdm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # course_lib, also where the repo is not pip-installed
-from course_lib.checkpoints import load_checkpoint  # noqa: E402
 from course_lib.classifier import CLASSIFIER_PATH, embed, load_classifier, reference_stats  # noqa: E402
 from course_lib.ddim import ddim_sample, make_timesteps  # noqa: E402
 from course_lib.ddpm import ddpm_sample  # noqa: E402
@@ -53,7 +49,8 @@ from course_lib.metrics import (bootstrap_fid_kid, classifier_score, feature_sta
 from course_lib.mnist import load_mnist  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_tables import machine, read_cache, sha256_of  # noqa: E402  (the same cache format and helpers)
+from evaluate_tables import (cleanup_partial, load_snapshot, machine, read_cache, sha256_of,  # noqa: E402
+                             stem)  # the same cache format, file names and helpers
 
 MODEL_PATH = ROOT / "course_lib" / "data" / "mnist_unet28.pt"
 OUT = ROOT / "results" / "solvers"
@@ -98,14 +95,6 @@ def add_common_arguments(parser, model_path, out):
                         help="torch CPU threads (default: course_lib.set_cpu_threads' policy)")
 
 
-def load_snapshot(path, device):
-    """(model, schedule, meta, sha256) of a checkpoint, read from a copy: the file may be replaced while we run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        snapshot = Path(tmp) / "model.pt"
-        shutil.copyfile(path, snapshot)
-        return (*load_checkpoint(snapshot, device=device), sha256_of(snapshot))
-
-
 # ---------------------------------------------------------------- settings and the cache
 
 def make_jobs(args, model_sha, classifier_sha, T):
@@ -127,10 +116,6 @@ def write_atomic(path, write):
     tmp = Path(str(path) + ".tmp")
     write(tmp)
     os.replace(tmp, path)
-
-
-def stem(job):
-    return hashlib.sha256(job["key"].encode()).hexdigest()[:20]
 
 
 # ---------------------------------------------------------------- the work
@@ -187,14 +172,6 @@ def run_job(job, ctx, bar):
             "kid": float(mmd2_unbiased(features.double(), ctx["features_ref"].double())),
             "classifier_score": classifier_score(logits)[0], "n": int(features.shape[0]), "wall_time_s": wall,
             "seconds_per_sample": wall / len(features), "elapsed_s": time.time() - start}
-
-
-def cleanup_partial(job, ctx):
-    partial_dir = ctx["out"] / "partial"
-    for path in partial_dir.glob(f"{stem(job)}.chunk*.pt"):
-        path.unlink()
-    if partial_dir.exists() and not any(partial_dir.iterdir()):
-        partial_dir.rmdir()
 
 
 def intervals(done, ctx):

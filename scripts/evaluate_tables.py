@@ -188,9 +188,22 @@ def score_features(features, logits, ctx):
             "classifier_score": classifier_score(logits)[0], "n": int(features.shape[0])}
 
 
+def stem(job):
+    """A setting's file name stem: the first 20 hex digits of the sha256 of its cache key."""
+    return hashlib.sha256(job["key"].encode()).hexdigest()[:20]
+
+
+def load_snapshot(path, device):
+    """(model, schedule, meta, sha256) of a checkpoint, read from a copy: the file may be replaced while we run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshot = Path(tmp) / "model.pt"
+        shutil.copyfile(path, snapshot)
+        return (*load_checkpoint(snapshot, device=device), sha256_of(snapshot))
+
+
 def features_path(job, ctx):
     """Where a finished Table 1 setting keeps its features and logits, for the bootstrap intervals."""
-    return ctx["out"] / "features" / (hashlib.sha256(job["key"].encode()).hexdigest()[:20] + ".pt")
+    return ctx["out"] / "features" / (stem(job) + ".pt")
 
 
 def save_features(job, ctx, features, logits):
@@ -230,11 +243,10 @@ def run_sampler(job, ctx, bar):
     """Sample N images chunk by chunk (each finished chunk's features saved in <out>/partial/), then score them."""
     start = time.time()
     partial_dir = ctx["out"] / "partial"
-    stem = hashlib.sha256(job["key"].encode()).hexdigest()[:20]
     x_T = ctx["x_T"]
     features, logits, wall, preview = [], [], 0.0, None
     for c, first in enumerate(range(0, len(x_T), CHUNK)):
-        path = partial_dir / f"{stem}.chunk{c}.pt"
+        path = partial_dir / f"{stem(job)}.chunk{c}.pt"
         steps_here = min(CHUNK, len(x_T) - first) * job["num_steps"]
         if path.exists():
             part = torch.load(path, weights_only=True)
@@ -309,9 +321,9 @@ def cleanup_features(keys, ctx):
 
 
 def cleanup_partial(job, ctx):
-    stem = hashlib.sha256(job["key"].encode()).hexdigest()[:20]
+    """Remove a finished setting's chunks from <out>/partial/, and the folder once it is empty."""
     partial_dir = ctx["out"] / "partial"
-    for path in partial_dir.glob(f"{stem}.chunk*.pt"):
+    for path in partial_dir.glob(f"{stem(job)}.chunk*.pt"):
         path.unlink()
     if partial_dir.exists() and not any(partial_dir.iterdir()):
         partial_dir.rmdir()
@@ -711,12 +723,7 @@ def main(argv=None):
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
 
-    # snapshot the model: the shipped file may be replaced by a newer one while we run
-    with tempfile.TemporaryDirectory() as tmp:
-        snapshot = Path(tmp) / "model.pt"
-        shutil.copyfile(args.model, snapshot)
-        model_sha = sha256_of(snapshot)
-        model, schedule, meta = load_checkpoint(snapshot, device=device)
+    model, schedule, meta, model_sha = load_snapshot(args.model, device)
     model_info = {"sha256": model_sha, "steps": int(meta.get("steps", 0))}
     too_many = [S for S in args.steps + args.recon_steps if S > schedule.T]
     if too_many:

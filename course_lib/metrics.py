@@ -162,7 +162,19 @@ def fid_kid(images, classifier=None, reference=None, batch_size=500, num_subsets
             "classifier_score": classifier_score(logits)[0], "n": int(images.shape[0])}
 
 
-def bootstrap_fid_kid(features, mu_ref, sigma_ref, features_ref, num_resamples=1000, generator=None):
+def resample_counts(N, num_resamples, generator=None):
+    """How often each of N rows is drawn in each of num_resamples bootstrap resamples (N draws with replacement).
+
+    Returns (num_resamples + 1, N) float64; row 0 is the original set (every row once). One counts matrix shared by
+    several statistics keeps their bootstrap paired: every statistic sees the same resampled rows.
+    """
+    index = torch.randint(0, N, (num_resamples, N), generator=generator)  # (B, N)
+    counts = torch.zeros(num_resamples, N, dtype=torch.float64).scatter_add_(
+        1, index, torch.ones(num_resamples, N, dtype=torch.float64))  # (B, N) times each row is drawn
+    return torch.cat([torch.ones(1, N, dtype=torch.float64), counts])  # row 0: the original set
+
+
+def bootstrap_fid_kid(features, mu_ref, sigma_ref, features_ref, num_resamples=1000, generator=None, counts=None):
     """Paired bootstrap of FID and KID for several sample sets against one real reference.
 
     features: dict name -> (N, D), one row per sample; the same N for every set, and row i of every set
@@ -173,6 +185,7 @@ def bootstrap_fid_kid(features, mu_ref, sigma_ref, features_ref, num_resamples=1
     everything); in a resample, pairs of copies of the same row are left out of the within-set term.
     Returns dict name -> {"fid": (B,), "kid": (B,), "fid_point": float, "kid_point": float}, float64;
     the point estimates are those of the original rows (no resampling).
+    counts: a `resample_counts` matrix to use instead of drawing one, so that other statistics can share its resamples.
     """
     names = list(features)
     N = features[names[0]].shape[0]
@@ -181,10 +194,10 @@ def bootstrap_fid_kid(features, mu_ref, sigma_ref, features_ref, num_resamples=1
     mu_ref, sigma_ref = _as_float64(mu_ref, "mu_ref"), _as_float64(sigma_ref, "sigma_ref")
     ref = _as_float64(features_ref, "features_ref")
     M = ref.shape[0]
-    index = torch.randint(0, N, (num_resamples, N), generator=generator)  # (B, N)
-    counts = torch.zeros(num_resamples, N, dtype=torch.float64).scatter_add_(
-        1, index, torch.ones(num_resamples, N, dtype=torch.float64))  # (B, N) times each row is drawn
-    counts = torch.cat([torch.ones(1, N, dtype=torch.float64), counts])  # row 0: the original set
+    if counts is None:
+        counts = resample_counts(N, num_resamples, generator)
+    elif counts.shape[1] != N:
+        raise ValueError(f"counts has {counts.shape[1]} columns, but the feature sets have N = {N} rows")
     sqrt_ref = _sqrtm_psd(sigma_ref)  # (D, D)
     k_rr = polynomial_kernel(ref, ref)
     within_ref = (k_rr.sum() - k_rr.diagonal().sum()) / (M * (M - 1))

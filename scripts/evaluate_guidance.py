@@ -38,7 +38,8 @@ from course_lib.classifier import embed, load_classifier, reference_stats  # noq
 from course_lib.ddim import ddim_sample, make_timesteps  # noqa: E402
 from course_lib.device import pick_device, set_cpu_threads  # noqa: E402
 from course_lib.guidance import guided_model  # noqa: E402
-from course_lib.metrics import bootstrap_fid_kid, percentile_interval, reference_features  # noqa: E402
+from course_lib.metrics import (bootstrap_fid_kid, percentile_interval, reference_features,  # noqa: E402
+                                resample_counts)
 from course_lib.mnist import load_mnist  # noqa: E402
 from course_lib.plots import show_images  # noqa: E402
 
@@ -160,13 +161,9 @@ def measure(done, ctx):
         stored[job["key"]] = data
     args = ctx["args"]
     N = args.samples
-    seed = args.seed + 1
+    counts = resample_counts(N, args.resamples, torch.Generator().manual_seed(args.seed + 1))  # one for every metric
     boot = bootstrap_fid_kid({k: d["features"] for k, d in stored.items()}, *ctx["stats_ref"], ctx["features_ref"],
-                             args.resamples, torch.Generator().manual_seed(seed))
-    index = torch.randint(0, N, (args.resamples, N), generator=torch.Generator().manual_seed(seed))  # the same rows
-    counts = torch.zeros(args.resamples, N, dtype=torch.float64).scatter_add_(
-        1, index, torch.ones(args.resamples, N, dtype=torch.float64))
-    counts = torch.cat([torch.ones(1, N, dtype=torch.float64), counts])  # row 0: the original rows
+                             counts=counts)
     real_key = next(job["key"] for job, _ in done if job["kind"] == "real_test")
     # spread is grouped by the digit the classifier reads (at w = 0 the requested label means nothing)
     real = stored[real_key]

@@ -195,6 +195,26 @@ def test_bootstrap_matches_direct_computation_on_each_resample():
     assert low == high == 0.0  # a set against itself: no difference in any resample
 
 
+def test_resample_counts_can_be_shared_with_other_statistics():
+    """resample_counts: row 0 is the original set, each resample draws N rows; passing it as counts= gives exactly
+    what bootstrap_fid_kid draws itself from the same generator seed (so other statistics can use the same rows)."""
+    from course_lib.metrics import bootstrap_fid_kid, resample_counts
+    counts = resample_counts(40, 5, torch.Generator().manual_seed(7))
+    assert counts.shape == (6, 40) and counts.dtype == torch.float64
+    assert torch.equal(counts[0], torch.ones(40)) and torch.equal(counts.sum(1), torch.full((6,), 40.0))
+    index = torch.randint(0, 40, (5, 40), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(counts[1:], torch.stack([torch.bincount(row, minlength=40) for row in index]).double())
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(300, 6, generator=g, dtype=torch.float64)
+    a = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    drawn = bootstrap_fid_kid({"a": a}, *feature_stats(ref), ref, 5, torch.Generator().manual_seed(7))
+    given = bootstrap_fid_kid({"a": a}, *feature_stats(ref), ref, counts=counts)
+    for key in ("fid", "kid"):
+        assert torch.equal(drawn["a"][key], given["a"][key])
+    with pytest.raises(ValueError, match="N = 40"):
+        bootstrap_fid_kid({"a": a}, *feature_stats(ref), ref, counts=counts[:, :30])
+
+
 def test_bootstrap_resolves_a_real_difference_and_not_a_null_one():
     from course_lib.metrics import bootstrap_fid_kid, percentile_interval
     g = torch.Generator().manual_seed(1)

@@ -221,6 +221,19 @@ def bootstrap_fid_kid(features, mu_ref, sigma_ref, features_ref, num_resamples=1
     return out
 
 
+def wilson_interval(k, n, z=1.959964):
+    """Wilson's score interval for a proportion, k successes in n trials: (low, high), 95 % for the default z.
+
+    Unlike the normal approximation or a bootstrap, it stays honest at k = 0 or k = n (500 of 500 gives
+    [0.992, 1], not [1, 1]).
+    """
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    centre = (k + z**2 / 2) / (n + z**2)
+    half = z * math.sqrt(k * (n - k) / n + z**2 / 4) / (n + z**2)
+    return centre - half, centre + half
+
+
 def percentile_interval(values, point=None, confidence=0.95):
     """(low, high): the central `confidence` interval of bootstrap values (B,), as floats.
 

@@ -21,7 +21,6 @@ the seed) with its features in <out>/features/; a re-run skips what is done and 
 tradeoff.png and samples.png from the cache.
 """
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from course_lib.ddim import ddim_sample, make_timesteps  # noqa: E402
 from course_lib.device import pick_device, set_cpu_threads  # noqa: E402
 from course_lib.guidance import guided_model  # noqa: E402
 from course_lib.metrics import (bootstrap_fid_kid, percentile_interval, reference_features,  # noqa: E402
-                                resample_counts)
+                                resample_counts, wilson_interval)
 from course_lib.mnist import load_mnist  # noqa: E402
 from course_lib.plots import show_images  # noqa: E402
 
@@ -191,13 +190,6 @@ def measure(done, ctx):
             row[m] = (pb - pa, low, high)
         diffs.append(row)
     return table, diffs
-
-
-def wilson_interval(k, n, z=1.959964):
-    """Wilson's 95 % score interval for k successes in n trials, (low, high)."""
-    centre = (k + z**2 / 2) / (n + z**2)
-    half = z * math.sqrt(k * (n - k) / n + z**2 / 4) / (n + z**2)
-    return centre - half, centre + half
 
 
 def describe(job):

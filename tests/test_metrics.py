@@ -215,6 +215,17 @@ def test_resample_counts_can_be_shared_with_other_statistics():
         bootstrap_fid_kid({"a": a}, *feature_stats(ref), ref, counts=counts[:, :30])
 
 
+@pytest.mark.parametrize("k, n", [(0, 20), (7, 20), (389, 500), (500, 500)])
+def test_wilson_interval_matches_scipy(k, n):
+    """Wilson's score interval against scipy's binomtest(...).proportion_ci(method="wilson"), 95 %."""
+    from scipy.stats import binomtest
+    from course_lib.metrics import wilson_interval
+    reference = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson_interval(k, n) == pytest.approx((reference.low, reference.high), abs=1e-6)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson_interval(n + 1, n)
+
+
 def test_bootstrap_resolves_a_real_difference_and_not_a_null_one():
     from course_lib.metrics import bootstrap_fid_kid, percentile_interval
     g = torch.Generator().manual_seed(1)

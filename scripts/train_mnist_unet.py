@@ -18,7 +18,7 @@ sample figure; mnist_unet28.* stay as they are. --precision picks fp32 or bf16 a
 
 The class-conditional model of lecture 09 (classifier-free guidance) is trained by the same loop:
 
-    python scripts/train_mnist_unet.py --conditional --steps 6000 --lr-decay 0 6000
+    python scripts/train_mnist_unet.py --conditional --steps 6000 --lr-decay 2000 6000
 
 builds UNet(..., num_classes=10), starts it from the shipped unconditional weights (the "no label" row of its label
 embedding starts at zero, so step 0 without a label is exactly mnist_unet28), fine-tunes with label dropout (p_uncond) and exports

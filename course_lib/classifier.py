@@ -63,6 +63,10 @@ class MNISTClassifier(nn.Module):
         """FID/KID features: x (B, 1, 28, 28) in [-1, 1] -> penultimate(x) * feature_scale, (B, feature_dim)."""
         return self.penultimate(x) * self.feature_scale
 
+    def logits_from_features(self, features):
+        """The logits (B, 10) that eval-mode forward() gives, from stored `features(x)` (B, feature_dim)."""
+        return self.head(features / self.feature_scale)
+
     def forward(self, x):
         """Logits (B, 10) for images x (B, 1, 28, 28) in [-1, 1]."""
         h = F.dropout(self.penultimate(x), self.dropout, self.training)

@@ -35,6 +35,8 @@ def test_features_and_logits_have_the_documented_shapes(classifier):
     assert features.shape == (3, 64) and (features >= 0).all()
     assert classifier(x).shape == (3, 10)
     assert torch.allclose(embed(x, classifier, batch_size=2)[1], classifier(x), atol=1e-5)
+    stored_features, _ = embed(x, classifier)  # what the evaluation scripts keep on disk
+    assert torch.allclose(classifier.logits_from_features(stored_features), classifier(x), atol=1e-5)
     with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
         classifier.features(torch.zeros(3, 28, 28))
 

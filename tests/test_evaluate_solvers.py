@@ -3,6 +3,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from conftest import load_script, read_csv, save_tiny_unet
 
@@ -36,6 +37,8 @@ def test_tiny_run_writes_its_outputs_and_a_rerun_uses_the_cache(evaluate, tiny_m
     for r in rows:
         assert r["samples"] == "8" and r["model_sha256"] == first["model_sha256"], r
         assert float(r["fid_low"]) < float(r["fid_high"]), f"every setting gets a FID interval: {r}"
+        share, low, high = float(r["confident"]), float(r["confident_low"]), float(r["confident_high"])
+        assert 0 <= low <= share <= high <= 1 and (share * 8).is_integer(), f"a share of 8 rows, with its interval: {r}"
     assert {r["spacing"] for r in rows if r["sampler"] in ("ddim", "dpm2m")} == {"trailing"}
     readme = (out / "README.md").read_text()
     assert first["model_sha256"] in readme and "8 samples per setting" in readme
@@ -120,3 +123,15 @@ def test_committed_results_belong_to_the_shipped_model(evaluate):
         assert verdict == ("2M lower" if low > 0 else "DDIM lower" if high < 0 else "not resolved"), (calls, verdict)
     for row in rows:
         assert float(row["fid_low"]) <= float(row["fid_high"]), row
+    # the confident shares come from the stored features: recompute DDPM's and the real digits' from them
+    classifier = evaluate.load_classifier(full.classifier)
+    for row in (r for r in rows if r["sampler"] in ("ddpm", "real_test")):
+        job = next(j for j in evaluate.make_jobs(full, sha, evaluate.sha256_of(full.classifier), 1000)
+                   if (j["kind"], j["calls"]) == (row["sampler"], int(row["calls"])))
+        stored = torch.load(evaluate.OUT / "features" / f"{evaluate.stem(job)}.pt", weights_only=True)
+        with torch.no_grad():
+            p_max = classifier.logits_from_features(stored["features"]).softmax(1).max(1).values
+        assert float(row["confident"]) == pytest.approx((p_max >= evaluate.CONFIDENT).float().mean().item(), abs=1e-4)
+    share = {r["sampler"]: float(r["confident"]) for r in rows if r["sampler"] in ("ddpm", "real_test")}
+    assert f"real held-out digits {100 * share['real_test']:.1f} %" in readme
+    assert f"DDPM fixed large {100 * share['ddpm']:.1f} %" in readme

@@ -43,6 +43,7 @@ IDX_FILES = {  # split -> (images file, labels file); Fashion-MNIST uses the sam
 }
 DEFAULT_ROOT = pathlib.Path("~/.cache/diffusion-course/mnist")
 SHIPPED_PATH = pathlib.Path(__file__).resolve().parent / "data" / "mnist_subset.npz"
+EXTRA_PATH = SHIPPED_PATH.with_name("mnist_extra.npz")  # 15,500 more train digits, for the shipped eps-model
 FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -247,6 +248,21 @@ def load_shipped(split="train"):
         raise ValueError(f"split={split!r} must be 'train' or 'test'")
     with np.load(SHIPPED_PATH) as data:
         return data[f"{split}_images"], data[f"{split}_labels"]
+
+
+def load_train20k(size=28):
+    """The 20,000 digits the shipped eps-model learns from: (N, 1, size, size) in [-1, 1], (N,) int64; N = 20,000.
+
+    The subset's 4,500 train digits and the 15,500 of `mnist_extra.npz` (2,000 of each class, none a test digit),
+    class by class in that order: training draws batches at random, so the order only fixes what a seed draws.
+    """
+    _check_args("train", size)
+    images, labels = load_shipped("train")
+    with np.load(EXTRA_PATH) as extra:
+        images = np.concatenate([images, extra["images"]])
+        labels = np.concatenate([labels, extra["labels"]])
+    order = np.argsort(labels, kind="stable")
+    return to_tensors(images[order], labels[order], size=size)
 
 
 def load_mnist(split="train", source="auto", size=28, root=None, timeout=5.0, verbose=True):

@@ -31,7 +31,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 SITE_CONFIG = ROOT / "docs" / "site"
-PAGES = ["docs/syllabus.md", "docs/troubleshooting.md"]  # copied to the same paths in the site's source
+PAGES = ["docs/syllabus.md", "docs/troubleshooting.md", "docs/model.md"]  # copied to the same paths in the site's source
 EXECUTED_DIR = ROOT / "build" / "executed"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"

@@ -105,6 +105,23 @@ def test_shipped_train_and_test_share_no_image():
     assert shared == 0, f"{shared} test images also appear in train: the held-out split leaks"
 
 
+def test_train20k_holds_the_subset_and_new_digits_but_no_test_digit():
+    """load_train20k: 2,000 of each class, class by class; the subset's 4,500 train digits, 15,500 new ones, no test
+    digit and no repeated image (a repeat would weight that digit twice in training)."""
+    x, y = mnist.load_train20k()
+    assert x.shape == (20000, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert (torch.bincount(y, minlength=10) == 2000).all() and (y.diff() >= 0).all(), "class by class, 2,000 each"
+    images = ((x[:, 0] + 1) * 127.5).round().to(torch.uint8).numpy()  # back to the stored uint8 pixels
+    stored = {img.tobytes() for img in images}
+    assert len(stored) == 20000, f"{20000 - len(stored)} repeated images"
+    subset_train, _ = mnist.load_shipped("train")
+    test, _ = mnist.load_shipped("test")
+    assert all(img.tobytes() in stored for img in subset_train), "the subset's train digits must all be in"
+    assert not any(img.tobytes() in stored for img in test), "a held-out test digit is in the training data"
+    x16, _ = mnist.load_train20k(size=16)
+    assert x16.shape == (20000, 1, 16, 16)
+
+
 @pytest.mark.parametrize("size", [16, 28, 32])
 def test_sizes(size):
     x, _ = mnist.load_mnist("test", source="shipped", size=size)

@@ -23,7 +23,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SITE = REPO / "scripts" / "build_site.py"
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-PAGES = {"docs/syllabus.html": "Syllabus", "docs/troubleshooting.html": "Troubleshooting", "license.html": "Licence"}
+PAGES = {"docs/syllabus.html": "Syllabus", "docs/troubleshooting.html": "Troubleshooting",
+         "docs/model.html": "TheshippedMNISTmodel", "license.html": "Licence"}
 ALLOWED_REMOTE = ()  # URL prefixes the pages may load from outside: none (maths is MathML, drawn by the browser)
 BUILD_TIMEOUT_S = 300
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 60)  # whichever test comes first builds the site

@@ -6,7 +6,7 @@
 - "full": the real 60,000 / 10,000 MNIST, downloaded once from `MNIST_MIRRORS` as the four IDX gz
   files, checked against `MNIST_MD5` and cached under `~/.cache/diffusion-course/mnist`.
 - "auto" (the default): "full" if it can be had, else one printed line and the shipped subset.
-`load_train20k` gives the 20,000 digits models are trained on: the subset's 4,500 train digits and 15,500 more
+`load_train20k` gives 20,000 digits to train a model on more than the subset: its 4,500 train digits and 15,500 more
 (`course_lib/data/mnist_extra.npz`), none of them a test digit.
 Downloads go to a temporary `.part` file that is renamed only after its MD5 matches, so a cache file
 is either complete or absent; a cache file that fails its check is reported, deleted and fetched again.

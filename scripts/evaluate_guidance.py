@@ -43,8 +43,8 @@ from course_lib.mnist import load_mnist  # noqa: E402
 from course_lib.plots import show_images  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_solvers import add_common_arguments, run_jobs, write_atomic  # noqa: E402  (the same options, cache)
-from evaluate_tables import load_snapshot, machine, sha256_of, stem  # noqa: E402  (and chunk layout)
+from evaluate_solvers import add_common_arguments  # noqa: E402  (the same options)
+from evaluate_tables import load_snapshot, machine, run_jobs, sha256_of, stem, write_atomic  # noqa: E402  (cache, chunks)
 
 MODEL_PATH = ROOT / "course_lib" / "data" / "mnist_cfg_unet28.pt"
 OUT = ROOT / "results" / "guidance"

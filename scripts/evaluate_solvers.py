@@ -23,8 +23,6 @@ run killed at any point continues where it stopped; cheap settings run first. Ev
 README.md and quality_vs_calls.png in <out> from the cache, for the current model.
 """
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +33,6 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # course_lib, also where the repo is not pip-installed
@@ -49,8 +46,8 @@ from course_lib.metrics import (bootstrap_fid_kid, classifier_score, feature_sta
 from course_lib.mnist import load_mnist  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_tables import (cleanup_partial, load_snapshot, machine, read_cache, sha256_of,  # noqa: E402
-                             stem)  # the same cache format, file names and helpers
+from evaluate_tables import (load_snapshot, machine, run_jobs, sha256_of, stem,  # noqa: E402
+                             write_atomic)  # the same cache format, file names and helpers
 
 MODEL_PATH = ROOT / "course_lib" / "data" / "mnist_unet28.pt"
 OUT = ROOT / "results" / "solvers"
@@ -110,13 +107,6 @@ def make_jobs(args, model_sha, classifier_sha, T):
         job["key"] = common + "|" + "|".join(f"{k}={v}" for k, v in job.items())
         job["cost"] = args.samples * job["calls"]
     return sorted(jobs, key=lambda job: job["cost"])  # stable: the floor, then by cost
-
-
-def write_atomic(path, write):
-    """Write through a temporary file and a rename, so a kill never leaves half a file."""
-    tmp = Path(str(path) + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the work
@@ -213,33 +203,6 @@ def intervals(done, ctx):
             verdict = "a lower" if high < 0 else "b lower" if low > 0 else "not resolved"
             diffs.append({"a": a, "b": b, "difference": point, "low": low, "high": high, "verdict": verdict})
     return ci, diffs
-
-
-def run_jobs(jobs, ctx, run_job, model_info, name, summary):
-    """Run every job that <out>/cache.json lacks, cheapest first, with one progress bar in image-calls.
-
-    run_job(job, ctx, bar) -> a result dict of plain data; each is stored in the cache as soon as it is done, so a
-    killed run loses at most the setting in progress (whose finished chunks stay in <out>/partial/).
-    summary(job, result) -> the "[done]" line. Returns (cache, the keys computed by this call).
-    """
-    cache_path = ctx["out"] / "cache.json"
-    cache = read_cache(cache_path)
-    todo = [job for job in jobs if job["key"] not in cache["entries"]]
-    print(f"[{name}] {len(jobs)} settings, {len(jobs) - len(todo)} in the cache; "
-          f"{sum(job['cost'] for job in todo):,} image-calls to go")
-    computed = []
-    with tqdm(total=sum(job["cost"] for job in todo), unit="img-call", desc="evaluate", smoothing=0.05) as bar:
-        for job in todo:
-            result = run_job(job, ctx, bar)
-            cache["entries"][job["key"]] = {"setting": {k: v for k, v in job.items() if k not in ("key", "cost")},
-                                            "model_sha256": model_info["sha256"], "model_steps": model_info["steps"],
-                                            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                                            "result": result}
-            write_atomic(cache_path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)))  # a kill loses nothing
-            cleanup_partial(job, ctx)
-            computed.append(job["key"])
-            tqdm.write(f"[done] {summary(job, result)}")
-    return cache, computed
 
 
 # ---------------------------------------------------------------- outputs

@@ -155,10 +155,10 @@ def read_cache(path):
         return {"format": 1, "entries": {}}
 
 
-def write_json(path, data):
-    """Write atomically: a temporary file, then a rename, so a kill never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+def write_atomic(path, write):
+    """Write through a temporary file and a rename, so a kill never leaves half a file."""
+    tmp = Path(str(path) + ".tmp")
+    write(tmp)
     os.replace(tmp, path)
 
 
@@ -209,8 +209,8 @@ def features_path(job, ctx):
 def save_features(job, ctx, features, logits):
     path = features_path(job, ctx)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": job["key"], "features": features.float(), "logits": logits.float()}, str(path) + ".tmp")
-    os.replace(str(path) + ".tmp", path)
+    write_atomic(path, lambda tmp: torch.save({"key": job["key"], "features": features.float(),
+                                               "logits": logits.float()}, tmp))
 
 
 def run_baseline(job, ctx):
@@ -258,8 +258,7 @@ def run_sampler(job, ctx, bar):
             f, l = embed(x0.clamp(-1, 1), ctx["classifier"])
             part = {"features": f, "logits": l, "wall_time_s": chunk_wall, "preview": x0[:GRID].clamp(-1, 1)}
             partial_dir.mkdir(parents=True, exist_ok=True)
-            torch.save(part, str(path) + ".tmp")
-            os.replace(str(path) + ".tmp", path)
+            write_atomic(path, lambda tmp: torch.save(part, tmp))
         bar.update(steps_here)
         features.append(part["features"])
         logits.append(part["logits"])
@@ -327,6 +326,40 @@ def cleanup_partial(job, ctx):
         path.unlink()
     if partial_dir.exists() and not any(partial_dir.iterdir()):
         partial_dir.rmdir()
+
+
+def run_jobs(jobs, ctx, run_job, model_info, name, summary):
+    """Run every job that <out>/cache.json lacks, cheapest first, with one progress bar in image-calls.
+
+    run_job(job, ctx, bar) -> a result dict of plain data; each is stored in the cache as soon as it is done, so a
+    killed run loses at most the setting in progress (whose finished chunks stay in <out>/partial/).
+    summary(job, result) -> the "[done]" line. Returns (cache, the keys computed by this call).
+    """
+    cache_path = ctx["out"] / "cache.json"
+    cache = read_cache(cache_path)
+    todo = [job for job in jobs if job["key"] not in cache["entries"]]
+    print(f"[{name}] {len(jobs)} settings, {len(jobs) - len(todo)} in the cache; "
+          f"{sum(job['cost'] for job in todo):,} image-calls to go")
+    computed = []
+    with tqdm(total=sum(job["cost"] for job in todo), unit="img-call", desc="evaluate", smoothing=0.05) as bar:
+        for job in todo:
+            result = run_job(job, ctx, bar)
+            cache["entries"][job["key"]] = {"setting": {k: v for k, v in job.items() if k not in ("key", "cost")},
+                                            "model_sha256": model_info["sha256"], "model_steps": model_info["steps"],
+                                            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                                            "result": result}
+            write_atomic(cache_path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)))  # a kill loses nothing
+            cleanup_partial(job, ctx)
+            computed.append(job["key"])
+            tqdm.write(f"[done] {summary(job, result)}")
+    return cache, computed
+
+
+def run_job(job, ctx, bar):
+    """One setting's result dict: a baseline row, a Table 2 reconstruction or a Table 1 sampler setting."""
+    if job["kind"] == "baseline":
+        return run_baseline(job, ctx)
+    return (run_recon if job["kind"] == "recon" else run_sampler)(job, ctx, bar)
 
 
 def run_recon(job, ctx, bar):
@@ -740,33 +773,9 @@ def main(argv=None):
     print(f"[evaluate] model {args.model.name}: {model_info['steps']:,} steps, sha256 {model_sha[:12]}; "
           f"device {device}; writing to {out}")
 
-    cache_path = out / "cache.json"
-    cache = read_cache(cache_path)
     jobs = make_jobs(args, model_sha, classifier_sha, schedule.T)
-    todo = [job for job in jobs if job["key"] not in cache["entries"]]
-    print(f"[evaluate] {len(jobs)} settings, {len(jobs) - len(todo)} already in the cache; "
-          f"{sum(job['cost'] for job in todo):,} image-steps (model calls per image) to go")
-    computed = []
-    with tqdm(total=sum(job["cost"] for job in todo), unit="img-step", desc="evaluate", smoothing=0.05) as bar:
-        for job in jobs:
-            if job["key"] in cache["entries"]:
-                tqdm.write(f"[cached] {describe(job)}: {summary(job, cache['entries'][job['key']]['result'])}")
-                continue
-            if job["kind"] == "baseline":
-                result = run_baseline(job, ctx)
-            elif job["kind"] == "recon":
-                result = run_recon(job, ctx, bar)
-            else:
-                result = run_sampler(job, ctx, bar)
-            cache["entries"][job["key"]] = {"setting": {k: v for k, v in job.items() if k not in ("key", "cost")},
-                                            "model_sha256": model_sha, "model_steps": model_info["steps"],
-                                            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                                            "result": result}
-            write_json(cache_path, cache)  # stored at once: a kill after this line loses nothing
-            if job["kind"] in ("ddim", "ddpm"):
-                cleanup_partial(job, ctx)
-            computed.append(job["key"])
-            tqdm.write(f"[done] {describe(job)}: {summary(job, result)}")
+    cache, computed = run_jobs(jobs, ctx, run_job, model_info, "evaluate",
+                               lambda job, result: f"{describe(job)}: {summary(job, result)}")
 
     done = collect(jobs, cache["entries"])
     cleanup_features(cache["entries"], ctx)

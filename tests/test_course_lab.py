@@ -99,6 +99,13 @@ def port_refuses(port):
         return True
 
 
+def as_from_a_terminal():
+    """Give the child the default SIGINT and SIGHUP, as a terminal's shell does. A test run started in the
+    background (`cmd &`, nohup) ignores both, the child would inherit that, and Ctrl-C could not be tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 class CourseLab:
     """`python3 course.py lab ARGS` from course root `root`, its output collected line by line.
 
@@ -113,7 +120,8 @@ class CourseLab:
                    "print('[parent] course.py is', p.pid, flush=True); sys.exit(p.wait())", *cmd]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, cwd=self.root, env=lab_env(self.tmp_path), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                     preexec_fn=as_from_a_terminal)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.parent = self.proc if via_parent else None

@@ -58,6 +58,12 @@ UNCONDITIONAL = "course_lib/data/mnist_unet28.pt"
 GUIDANCE_W = 3.0  # the guidance weight of the conditional model's sample figure
 
 
+def machine_words():
+    """Where this process trains, for the card: "NVIDIA H200 GPU, torch 2.11.0" or "x86_64 CPU, torch 2.13.0+cpu"."""
+    where = f"{torch.cuda.get_device_name()} GPU" if torch.cuda.is_available() else f"{platform.machine()} CPU"
+    return f"{where}, torch {torch.__version__}"
+
+
 def describe_precision(precision_steps):
     """The card's precision row, e.g. "float32 for 8,000 steps, then bfloat16 autocast (...) for 2,000 steps"."""
     words = {"fp32": "float32", "bf16": "bfloat16 autocast (forward only; loss, weights, AdamW in float32)"}
@@ -209,13 +215,18 @@ def main():
                        device="cpu" if not torch.cuda.is_available() else None, precision=args.precision,
                        progress=sys.stderr.isatty(), lr_decay=args.lr_decay,
                        labels=labels if args.conditional else None, **train_args)
-        precision_steps[result.precision] = precision_steps.get(result.precision, 0) + len(result.losses) - done
+        trained = len(result.losses) - done  # 0 in a pass that only re-exports a finished run
+        precision_steps[result.precision] = precision_steps.get(result.precision, 0) + trained
         done = len(result.losses)
-        history["wall_time_s"] += time.time() - chunk_start
+        if trained:  # a re-export keeps the wall time and the machine of the steps it did not train
+            history["wall_time_s"] += time.time() - chunk_start
+            here, before = machine_words(), history.get("machine")
+            history["machine"] = here if before in (None, here) or before.endswith(f"then {here}") else (
+                f"{before}, then {here}")
         meta = {"steps": done, "lr_decay": args.lr_decay, "seed": train_args["seed"], "loss_last_500": sum(result.losses[-500:]) / len(result.losses[-500:]),
                 "parameters": sum(p.numel() for p in model.parameters()), "train_examples": len(data),
                 "wall_time_s": history["wall_time_s"], "size": args.size, "precision_steps": precision_steps,
-                "machine": f"{platform.machine()} CPU, torch {torch.__version__}"}
+                "machine": history.get("machine", machine_words())}
         if init_from is not None:
             meta["init_from"] = init_from
             meta["init_sha256"] = hashlib.sha256((ROOT / init_from).read_bytes()).hexdigest()

@@ -7,6 +7,10 @@ import sys
 import pytest
 
 from conftest import load_script
+
+
+def script_module():
+    return load_script("train_mnist_unet")
 from course_lib import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,7 +45,11 @@ def test_card_records_the_run_and_a_finished_run_only_reexports(script):
     script("--name", "tiny", "--steps", "4", "--chunk", "2", "--lr", "1e-3", "--seed", "3")
     _, _, again = load_checkpoint(data / "tiny.pt")
     assert again["steps"] == 4 and again["loss_last_500"] == meta["loss_last_500"]
-    assert json.loads((data / "tiny.json").read_text())["precision_steps"] == log["precision_steps"]
+    relog = json.loads((data / "tiny.json").read_text())
+    assert relog["precision_steps"] == log["precision_steps"]
+    # a re-export keeps the run's wall time and the machine that trained it (a GPU run re-exported on a laptop)
+    assert relog["wall_time_s"] == log["wall_time_s"] and relog["machine"] == log["machine"] == again["machine"]
+    assert log["machine"] == script_module().machine_words()
 
 
 def test_init_from_starts_from_the_weights_and_names_them(script):

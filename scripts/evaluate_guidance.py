@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # course_lib, also where the repo is not pip-installed
 from course_lib.classifier import embed, load_classifier, reference_stats  # noqa: E402
 from course_lib.ddim import ddim_sample, make_timesteps  # noqa: E402
-from course_lib.device import pick_device, set_cpu_threads  # noqa: E402
+from course_lib.device import set_cpu_threads  # noqa: E402
 from course_lib.guidance import guided_model  # noqa: E402
 from course_lib.metrics import (bootstrap_fid_kid, percentile_interval, reference_features,  # noqa: E402
                                 resample_counts, wilson_interval)
@@ -44,7 +44,8 @@ from course_lib.plots import show_images  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_solvers import add_common_arguments  # noqa: E402  (the same options)
-from evaluate_tables import load_snapshot, machine, run_jobs, sha256_of, stem, write_atomic  # noqa: E402  (cache, chunks)
+from evaluate_tables import (eval_device, load_snapshot, machine, run_jobs, sha256_of, stem,  # noqa: E402
+                             write_atomic)  # the cache, its chunks, the device
 
 MODEL_PATH = ROOT / "course_lib" / "data" / "mnist_cfg_unet28.pt"
 OUT = ROOT / "results" / "guidance"
@@ -276,7 +277,7 @@ def write_outputs(out, done, table, diffs, args, model_info, ctx, run_time):
             "within-class spread (grouped by the digit the classifier reads) as a share of the real held-out digits'. "
             f"Intervals: {CONFIDENCE:.0%} paired bootstrap, {args.resamples} resamples of the N rows (accuracy: Wilson's "
             "interval; its differences: the paired bootstrap).",
-            f"- Machine: {machine()}; device {ctx['device']}. Time: {total / 60:.1f} min of evaluation in all; this "
+            f"- Machine: {machine(ctx['device'])}; device {ctx['device']}. Time: {total / 60:.1f} min of evaluation in all; this "
             f"invocation {run_time / 60:.1f} min.", "",
             "## What the numbers show", ""] + findings(done, table, diffs) + [
             "", "## Table", ""] + rows + [
@@ -303,7 +304,7 @@ def main(argv=None):
     args = parse_args(argv)
     run_start = time.time()
     set_cpu_threads(args.threads)
-    device = pick_device(args.device)
+    device = eval_device(args.device)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     model, schedule, meta, model_sha = load_snapshot(args.model, device)

@@ -39,14 +39,14 @@ sys.path.insert(0, str(ROOT))  # course_lib, also where the repo is not pip-inst
 from course_lib.classifier import CLASSIFIER_PATH, embed, load_classifier, reference_stats  # noqa: E402
 from course_lib.ddim import ddim_sample, make_timesteps  # noqa: E402
 from course_lib.ddpm import ddpm_sample  # noqa: E402
-from course_lib.device import pick_device, set_cpu_threads  # noqa: E402
+from course_lib.device import set_cpu_threads  # noqa: E402
 from course_lib.dpm_solver import dpm_solver_sample  # noqa: E402
 from course_lib.metrics import (bootstrap_fid_kid, classifier_score, feature_stats, frechet_distance,  # noqa: E402
                                 mmd2_unbiased, percentile_interval, reference_features, wilson_interval)
 from course_lib.mnist import load_mnist  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_tables import (load_snapshot, machine, run_jobs, sha256_of, stem,  # noqa: E402
+from evaluate_tables import (eval_device, load_snapshot, machine, run_jobs, sha256_of, stem,  # noqa: E402
                              write_atomic)  # the same cache format, file names and helpers
 
 MODEL_PATH = ROOT / "course_lib" / "data" / "mnist_unet28.pt"
@@ -88,7 +88,8 @@ def add_common_arguments(parser, model_path, out):
     parser.add_argument("--classifier", type=Path, default=CLASSIFIER_PATH, help="classifier file for the metrics")
     parser.add_argument("--out", type=Path, default=out, help=f"output folder (default {out.relative_to(ROOT)})")
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help=f"bootstrap resamples (default {RESAMPLES})")
-    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: course_lib.pick_device())")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda or mps (default: course_lib.pick_device(); CUDA runs with TF32 off)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: course_lib.set_cpu_threads' policy)")
 
@@ -327,7 +328,7 @@ def write_readme(out, done, ci, diffs, args, model_info, ctx, run_time):
             f"`{ctx['classifier_sha'][:16]}`) against the 4,500 shipped train digits; KID over all N rows. "
             f"Intervals: {CONFIDENCE:.0%} paired bootstrap, {args.resamples} resamples of the N rows, percentile "
             "intervals shifted by the bootstrap bias.",
-            f"- Machine: {machine()}; device {ctx['device']}.",
+            f"- Machine: {machine(ctx['device'])}; device {ctx['device']}.",
             f"- Time: {total / 60:.1f} min of evaluation over all (possibly resumed) runs; this invocation "
             f"{run_time / 60:.1f} min.", "",
             "## What the numbers show", ""] + findings(done, diffs, ci) + [
@@ -348,7 +349,7 @@ def main(argv=None):
     args = parse_args(argv)
     run_start = time.time()
     set_cpu_threads(args.threads)  # --threads, else the course's policy: one thread on a busy machine
-    device = pick_device(args.device)
+    device = eval_device(args.device)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     model, schedule, meta, model_sha = load_snapshot(args.model, device)

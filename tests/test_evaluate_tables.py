@@ -151,3 +151,22 @@ def test_committed_tables_belong_to_the_shipped_model_and_reproduce(evaluate, tm
         assert float(fresh[key]["kid"]) == pytest.approx(float(old["kid"]), rel=1e-2, abs=1e-3), key
     recon = read_csv(out / "table2.csv")[0]
     assert float(recon["mse"]) == pytest.approx(float(table2[0]["mse"]), rel=1e-2)
+
+
+def test_a_cuda_evaluation_turns_tf32_off_and_names_the_gpu(evaluate, monkeypatch):
+    """On CUDA the scripts evaluate with TF32 off (so the CPU re-checks above hold for GPU-made results), and the
+    README's machine line names the GPU; on a CPU neither changes. No GPU is needed: the device is faked."""
+    import torch
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32  # flags, not attributes: by hand
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        assert evaluate.eval_device("cpu").type == "cpu" and torch.backends.cudnn.allow_tf32
+        assert "GPU" not in evaluate.machine(torch.device("cpu"))
+        monkeypatch.setattr(evaluate, "pick_device", lambda prefer=None: torch.device("cuda"))
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake H200")
+        device = evaluate.eval_device()
+        assert device.type == "cuda"
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert evaluate.machine(device).startswith("Fake H200 GPU (TF32 off), ")
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

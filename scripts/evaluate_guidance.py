@@ -277,8 +277,8 @@ def write_outputs(out, done, table, diffs, args, model_info, ctx, run_time):
             "within-class spread (grouped by the digit the classifier reads) as a share of the real held-out digits'. "
             f"Intervals: {CONFIDENCE:.0%} paired bootstrap, {args.resamples} resamples of the N rows (accuracy: Wilson's "
             "interval; its differences: the paired bootstrap).",
-            f"- Machine: {machine(ctx['device'])}; device {ctx['device']}. Time: {total / 60:.1f} min of evaluation in all; this "
-            f"invocation {run_time / 60:.1f} min.", "",
+            f"- Machine: {machine(ctx['device'])}; device {ctx['device']}. "
+            f"Time: {total / 60:.1f} min of evaluation in all; this invocation {run_time / 60:.1f} min.", "",
             "## What the numbers show", ""] + findings(done, table, diffs) + [
             "", "## Table", ""] + rows + [
             "", "## Files", "",

@@ -7,10 +7,6 @@ import sys
 import pytest
 
 from conftest import load_script
-
-
-def script_module():
-    return load_script("train_mnist_unet")
 from course_lib import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,6 +23,7 @@ def script(tmp_path, monkeypatch):
         module.main()
         data = tmp_path / "course_lib" / "data"
         return data, lambda name: (data / f"{name}.md").read_text()
+    run.module = module
     return run
 
 
@@ -49,7 +46,7 @@ def test_card_records_the_run_and_a_finished_run_only_reexports(script):
     assert relog["precision_steps"] == log["precision_steps"]
     # a re-export keeps the run's wall time and the machine that trained it (a GPU run re-exported on a laptop)
     assert relog["wall_time_s"] == log["wall_time_s"] and relog["machine"] == log["machine"] == again["machine"]
-    assert log["machine"] == script_module().machine_words()
+    assert log["machine"] == script.module.machine_words()
 
 
 def test_init_from_starts_from_the_weights_and_names_them(script):

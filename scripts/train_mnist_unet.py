@@ -5,14 +5,11 @@ EMA) at 28x28, T = 1000 linear schedule. Progress is saved every --chunk steps t
 (weights, EMA, optimizer, RNG: a later call continues exactly where this one stopped), and after every chunk the
 EMA weights are exported to course_lib/data/<name>.pt with a model card course_lib/data/<name>.md.
 
-The shipped unconditional model, mnist_unet28, is reproduced by
+The shipped unconditional model, mnist_unet28 (base_channels 40, on the 20,000 digits of
+course_lib.mnist.load_train20k), is reproduced, over several sessions on a CPU, by
 
-    python scripts/train_mnist_unet.py --steps 20000 --lr-decay 13250 20000
-
-A wider candidate on 20,000 digits (course_lib.mnist.load_train20k), trained over several sessions (issue 13):
-
-    python scripts/train_mnist_unet.py --name mnist_unet28_wide --base-channels 40 --data train20k \
-        --steps 24000 --lr-decay 16000 24000 --minutes 100
+    python scripts/train_mnist_unet.py --base-channels 40 --data train20k --steps 24000 --lr-decay 16000 24000 \
+        --minutes 100
 
 To train further without touching the shipped files, continue under another name:
 
@@ -24,7 +21,8 @@ sample figure; mnist_unet28.* stay as they are. --precision picks fp32 or bf16 a
 
 The class-conditional model of lecture 09 (classifier-free guidance) is trained by the same loop:
 
-    python scripts/train_mnist_unet.py --conditional --steps 6000 --lr-decay 2000 6000
+    python scripts/train_mnist_unet.py --conditional --base-channels 40 --data train20k --steps 6000 \
+        --lr-decay 2000 6000
 
 builds UNet(..., num_classes=10), starts it from the shipped unconditional weights (the "no label" row of its label
 embedding starts at zero, so step 0 without a label is exactly mnist_unet28), fine-tunes with label dropout (p_uncond)
@@ -153,7 +151,7 @@ def main():
                         help="start from this checkpoint's (EMA) weights with a fresh optimizer; the conditional "
                              f"model's default is {UNCONDITIONAL}")
     parser.add_argument("--base-channels", type=int, default=MODEL["base_channels"],
-                        help=f"the UNet's width (default {MODEL['base_channels']}, the shipped model's)")
+                        help=f"the UNet's width (default {MODEL['base_channels']}; the shipped models use 40)")
     parser.add_argument("--lr", type=float, default=None, help=f"default {TRAIN['lr']} ({COND_TRAIN['lr']} conditional)")
     parser.add_argument("--seed", type=int, default=None, help="default 0")
     parser.add_argument("--conditional", action="store_true",

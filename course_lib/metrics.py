@@ -234,6 +234,18 @@ def wilson_interval(k, n, z=1.959964):
     return centre - half, centre + half
 
 
+def newcombe_interval(k1, n1, k2, n2, z=1.959964):
+    """Newcombe's hybrid score interval for p1 - p2, two proportions from independent samples: (low, high).
+
+    k1 of n1 and k2 of n2 successes; 95 % for the default z (Newcombe 1998, method 10, built from the two Wilson
+    intervals). Two shares whose own intervals overlap can still differ: this interval says whether they do.
+    """
+    p1, p2 = k1 / n1, k2 / n2
+    (low1, high1), (low2, high2) = wilson_interval(k1, n1, z), wilson_interval(k2, n2, z)
+    return (p1 - p2 - math.sqrt((p1 - low1) ** 2 + (high2 - p2) ** 2),
+            p1 - p2 + math.sqrt((high1 - p1) ** 2 + (p2 - low2) ** 2))
+
+
 def percentile_interval(values, point=None, confidence=0.95):
     """(low, high): the central `confidence` interval of bootstrap values (B,), as floats.
 

@@ -42,7 +42,8 @@ from course_lib.ddpm import ddpm_sample  # noqa: E402
 from course_lib.device import set_cpu_threads  # noqa: E402
 from course_lib.dpm_solver import dpm_solver_sample  # noqa: E402
 from course_lib.metrics import (bootstrap_fid_kid, classifier_score, feature_stats, frechet_distance,  # noqa: E402
-                                mmd2_unbiased, percentile_interval, reference_features, wilson_interval)
+                                mmd2_unbiased, newcombe_interval, percentile_interval, reference_features,
+                                wilson_interval)
 from course_lib.mnist import load_mnist  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -188,6 +189,7 @@ def intervals(done, ctx):
             p_max = ctx["classifier"].logits_from_features(features.to(ctx["device"])).softmax(1).max(1).values
         k, n = int((p_max >= CONFIDENT).sum()), len(p_max)
         ci[key]["confident"] = (k / n, *wilson_interval(k, n))
+        ci[key]["confident_count"] = (k, n)
     by_setting = {(job["kind"], job["calls"]): job["key"] for job, _ in done if job["key"] in boot}
     comparisons = [(("ddim", S), ("dpm2m", S)) for S in ctx["args"].calls]
     most = max(ctx["args"].calls)  # each solver against itself at the most calls: where has it converged?
@@ -296,6 +298,18 @@ def findings(done, diffs, ci):
                      "intervals; the table has every setting): " + "; ".join(
                          ("real held-out digits" if job["kind"] == "real_test" else name_of((job["kind"], job["calls"])))
                          + f" {100 * v:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]" for job, (v, lo, hi) in shares) + ".")
+        real = next((ci[job["key"]]["confident_count"] for job, _ in shares if job["kind"] == "real_test"), None)
+        if real:
+            differences = []
+            for job, _ in shares:
+                if job["kind"] != "real_test":
+                    (k, n), (k_real, n_real) = ci[job["key"]]["confident_count"], real
+                    low, high = newcombe_interval(k, n, k_real, n_real)
+                    verdict = "resolved below" if high < 0 else "resolved above" if low > 0 else "not resolved"
+                    differences.append(f"{name_of((job['kind'], job['calls']))} {100 * (k / n - k_real / n_real):+.1f} "
+                                       f"points [{100 * low:+.1f}, {100 * high:+.1f}], {verdict}")
+            lines.append("- Confident share minus the real held-out digits' (95 % Newcombe intervals, two independent "
+                         "samples): " + "; ".join(differences) + ".")
     return lines
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import load_script, read_csv, save_tiny_unet
+from course_lib.metrics import newcombe_interval
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["--samples", "8", "--calls", "5,10", "--resamples", "50", "--device", "cpu"]
@@ -135,3 +136,8 @@ def test_committed_results_belong_to_the_shipped_model(evaluate):
     share = {r["sampler"]: float(r["confident"]) for r in rows if r["sampler"] in ("ddpm", "real_test")}
     assert f"real held-out digits {100 * share['real_test']:.1f} %" in readme
     assert f"DDPM fixed large {100 * share['ddpm']:.1f} %" in readme
+    n = int(rows[0]["samples"])
+    low, high = newcombe_interval(round(share["ddpm"] * n), n, round(share["real_test"] * n), n)
+    verdict = "resolved below" if high < 0 else "resolved above" if low > 0 else "not resolved"
+    assert (f"DDPM fixed large {100 * (share['ddpm'] - share['real_test']):+.1f} points "
+            f"[{100 * low:+.1f}, {100 * high:+.1f}], {verdict}") in readme

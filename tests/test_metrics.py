@@ -226,6 +226,26 @@ def test_wilson_interval_matches_scipy(k, n):
         wilson_interval(n + 1, n)
 
 
+@pytest.mark.parametrize("k1, n1, k2, n2, low, high", [
+    (56, 70, 48, 80, 0.0524, 0.3339), (9, 10, 3, 10, 0.1705, 0.8090), (6, 7, 2, 7, 0.0582, 0.8062),
+    (5, 56, 0, 29, -0.0381, 0.1926), (0, 10, 0, 20, -0.1611, 0.2775), (10, 10, 0, 20, 0.6791, 1.0000)])
+def test_newcombe_interval_matches_the_paper(k1, n1, k2, n2, low, high):
+    """Newcombe (1998), Table II, method 10 (score interval combining two Wilson intervals), to 4 decimals."""
+    from course_lib.metrics import newcombe_interval
+    interval = newcombe_interval(k1, n1, k2, n2)
+    assert interval == pytest.approx((low, high), abs=6e-5)
+    assert newcombe_interval(k2, n2, k1, n1) == pytest.approx((-interval[1], -interval[0]), abs=1e-12)  # p2 - p1
+
+
+def test_newcombe_interval_is_the_normal_interval_for_large_samples():
+    """Away from 0 and 1 and with n in the tens of thousands, every 95 % interval for p1 - p2 is p1 - p2 +- 1.96 SE."""
+    from course_lib.metrics import newcombe_interval
+    k1, n1, k2, n2 = 28_000, 40_000, 26_800, 40_000
+    p1, p2 = k1 / n1, k2 / n2
+    half = 1.959964 * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    assert newcombe_interval(k1, n1, k2, n2) == pytest.approx((p1 - p2 - half, p1 - p2 + half), abs=2e-5)
+
+
 def test_bootstrap_resolves_a_real_difference_and_not_a_null_one():
     from course_lib.metrics import bootstrap_fid_kid, percentile_interval
     g = torch.Generator().manual_seed(1)

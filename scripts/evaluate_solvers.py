@@ -300,16 +300,18 @@ def findings(done, diffs, ci):
                          + f" {100 * v:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]" for job, (v, lo, hi) in shares) + ".")
         real = next((ci[job["key"]]["confident_count"] for job, _ in shares if job["kind"] == "real_test"), None)
         if real:
+            k_real, n_real = real
             differences = []
             for job, _ in shares:
-                if job["kind"] != "real_test":
-                    (k, n), (k_real, n_real) = ci[job["key"]]["confident_count"], real
-                    low, high = newcombe_interval(k, n, k_real, n_real)
-                    verdict = "resolved below" if high < 0 else "resolved above" if low > 0 else "not resolved"
-                    differences.append(f"{name_of((job['kind'], job['calls']))} {100 * (k / n - k_real / n_real):+.1f} "
-                                       f"points [{100 * low:+.1f}, {100 * high:+.1f}], {verdict}")
-            lines.append("- Confident share minus the real held-out digits' (95 % Newcombe intervals, two independent "
-                         "samples): " + "; ".join(differences) + ".")
+                if job["kind"] == "real_test":
+                    continue
+                k, n = ci[job["key"]]["confident_count"]
+                low, high = newcombe_interval(k, n, k_real, n_real)
+                verdict = "resolved below" if high < 0 else "resolved above" if low > 0 else "not resolved"
+                differences.append(f"{name_of((job['kind'], job['calls']))} {100 * (k / n - k_real / n_real):+.1f} "
+                                   f"points [{100 * low:+.1f}, {100 * high:+.1f}], {verdict}")
+            lines.append(f"- Confident share minus the real held-out digits' ({CONFIDENCE:.0%} Newcombe intervals, two "
+                         "independent samples): " + "; ".join(differences) + ".")
     return lines
 
 

@@ -16,7 +16,8 @@ test digits, for every S in --recon-steps.
 Resumable: each finished setting is stored at once in <out>/cache.json, keyed by the sha256 of the
 model file (and of the classifier), the setting, N and the seed; a setting in progress keeps its
 finished chunks of samples in <out>/partial/. A re-run skips what is done, so a run killed at any
-point continues where it stopped. Cheap settings run first. Every run rewrites the tables, plots and
+point continues where it stopped; a run with another model first drops the cached settings (and features) of the
+old one, so <out> holds one model's results. Cheap settings run first. Every run rewrites the tables, plots and
 README of <out> from the cache, for the current model.
 """
 import argparse
@@ -329,6 +330,20 @@ def cleanup_partial(job, ctx):
         partial_dir.rmdir()
 
 
+def drop_other_models(cache, cache_path, ctx, model_info, name):
+    """Remove the cached settings of any model but this one, with their features: a results folder describes one model,
+    so after the shipped model changes its committed cache and features/ hold only the new model's."""
+    stale = [key for key, entry in cache["entries"].items() if entry.get("model_sha256") != model_info["sha256"]]
+    if not stale:
+        return
+    for key in stale:
+        del cache["entries"][key]
+        for path in (ctx["out"] / "features").glob(f"{stem({'key': key})}.*"):  # <stem>.pt, <stem>.preview.pt
+            path.unlink()
+    write_atomic(cache_path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1)))
+    print(f"[{name}] dropped {len(stale)} cached settings of another model (and their features) from {cache_path}")
+
+
 def run_jobs(jobs, ctx, run_job, model_info, name, summary):
     """Run every job that <out>/cache.json lacks, cheapest first, with one progress bar in image-calls.
 
@@ -338,6 +353,7 @@ def run_jobs(jobs, ctx, run_job, model_info, name, summary):
     """
     cache_path = ctx["out"] / "cache.json"
     cache = read_cache(cache_path)
+    drop_other_models(cache, cache_path, ctx, model_info, name)
     todo = [job for job in jobs if job["key"] not in cache["entries"]]
     print(f"[{name}] {len(jobs)} settings, {len(jobs) - len(todo)} in the cache; "
           f"{sum(job['cost'] for job in todo):,} image-calls to go")

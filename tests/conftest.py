@@ -22,10 +22,10 @@ def load_script(name):
     return module
 
 
-def save_tiny_unet(path, num_classes=None):
+def save_tiny_unet(path, num_classes=None, seed=0):
     """An untrained, very small UNet on a linear T = 100 schedule, saved to `path`: fast, and enough to exercise an
     evaluation script's pipeline (its samples are noise, so only the plumbing can be checked with it)."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn=False, num_classes=num_classes)
     save_checkpoint(path, model, make_schedule("linear", T=100), meta={"steps": 0})
     return path

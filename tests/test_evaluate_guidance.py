@@ -1,5 +1,6 @@
 """scripts/evaluate_guidance.py: a tiny run (outputs, cache, resume by setting), and the committed results/guidance/
 tied to the shipped conditional model, with every stated rise or fall backed by its paired interval."""
+import json
 import re
 
 import pytest
@@ -88,6 +89,10 @@ def test_committed_results_belong_to_the_shipped_model_and_reproduce(evaluate):
     sha = evaluate.sha256_of(full.model)
     assert {r["model_sha256"] for r in rows} == {sha}, (
         "results/guidance/ was made from another model: re-run `python scripts/evaluate_guidance.py` after training")
+    entries = json.loads((evaluate.OUT / "cache.json").read_text())["entries"]
+    assert {e["model_sha256"] for e in entries.values()} == {sha}, "cache.json holds another model's settings"
+    assert {p.name.split(".")[0] for p in (evaluate.OUT / "features").iterdir()} <= {evaluate.stem({"key": k})
+                                                                                      for k in entries}
     readme = (evaluate.OUT / "README.md").read_text()
     assert sha in readme
     check_stated_changes(readme, len(full.weights) - 1)

@@ -115,6 +115,10 @@ def test_committed_results_belong_to_the_shipped_model(evaluate):
     sha = evaluate.sha256_of(full.model)
     assert {r["model_sha256"] for r in rows} == {sha}, (
         "results/solvers/ was made from another model: re-run `python scripts/evaluate_solvers.py` after training")
+    entries = json.loads((evaluate.OUT / "cache.json").read_text())["entries"]
+    assert {e["model_sha256"] for e in entries.values()} == {sha}, "cache.json holds another model's settings"
+    assert {p.name.split(".")[0] for p in (evaluate.OUT / "features").iterdir()} <= {evaluate.stem({"key": k})
+                                                                                      for k in entries}
     readme = (evaluate.OUT / "README.md").read_text()
     pattern = r"- (\d+) calls: FID DDIM [\d.]+, 2M [\d.]+; DDIM minus 2M ([-+][\d.]+) \[([-+][\d.]+), ([-+][\d.]+)\]: (.+)\."
     stated = re.findall(pattern, readme)

@@ -72,6 +72,22 @@ def test_tiny_run_writes_the_tables_and_a_rerun_uses_the_cache(evaluate, tiny_mo
     assert len(list((out / "features").glob("*.pt"))) == 2 + 4 + 1 + 2
 
 
+def test_a_run_with_another_model_drops_the_old_models_settings(evaluate, tiny_model, tmp_path, capsys):
+    """A results folder holds one model's results: after a model swap, the old model's cache entries and features go."""
+    out, args = tmp_path / "tables", TINY[:2] + ["--steps", "10", "--etas", "0"] + TINY[6:] + ["--no-ddpm"]
+    old = evaluate.main(args + ["--model", str(tiny_model), "--out", str(out)])
+    other = save_tiny_unet(tmp_path / "other_unet.pt", seed=1)
+    capsys.readouterr()
+    new = evaluate.main(args + ["--model", str(other), "--out", str(out)])
+    assert new["model_sha256"] != old["model_sha256"] and sorted(new["computed"]) == sorted(j["key"] for j in new["jobs"])
+    assert f"dropped {len(old['jobs'])} cached settings of another model" in capsys.readouterr().out
+    entries = json.loads((out / "cache.json").read_text())["entries"]
+    assert sorted(entries) == sorted(new["computed"])
+    assert {e["model_sha256"] for e in entries.values()} == {new["model_sha256"]}
+    assert {p.stem for p in (out / "features").glob("*.pt")} == {evaluate.stem({"key": k}) for k in entries
+                                                                 if "kind=recon" not in k}
+
+
 def test_an_interrupted_setting_resumes_from_its_finished_chunks(evaluate, tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "tables"
     argv = ["--samples", str(evaluate.CHUNK + 4), "--steps", "5", "--etas", "0", "--recon-digits", "2",
@@ -140,6 +156,10 @@ def test_committed_tables_belong_to_the_shipped_model_and_reproduce(evaluate, tm
         "results/ddim_tables/ was made from another model: re-run `python scripts/evaluate_tables.py` after training")
     table2 = read_csv(evaluate.FULL_OUT / "table2.csv")
     assert [int(r["num_steps"]) for r in table2] == full.recon_steps and {r["model_sha256"] for r in table2} == {sha}
+
+    entries = json.loads((evaluate.FULL_OUT / "cache.json").read_text())["entries"]
+    assert {e["model_sha256"] for e in entries.values()} == {sha}, "cache.json holds another model's settings"
+    assert {p.stem for p in (evaluate.FULL_OUT / "features").glob("*.pt")} <= {evaluate.stem({"key": k}) for k in entries}
 
     out = tmp_path / "recheck"
     evaluate.main(["--steps", "10", "--etas", "0", "--recon-steps", "10", "--no-ddpm", "--device", "cpu",

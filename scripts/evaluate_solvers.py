@@ -4,8 +4,8 @@
     python scripts/evaluate_solvers.py --samples 16 --calls 5,10 --no-ddpm --out /tmp/solvers      # a smoke test
 
 The full run is 500 x (2 x 160 + 1000) = 660,000 image-calls of the shipped model (DDPM's 1000 steps are three
-quarters of them): about 30 minutes on one thread of an idle x86 CPU (2.5 ms per image-call at batch 50, measured),
-an hour or more on a busy one, a few minutes on a GPU.
+quarters of them): about an hour on one thread of a 2-core x86 CPU (5 ms per image-call at batch 50 for the
+1.24 M-parameter shipped model, measured: 58.6 min in all), more on a busy one, a few minutes on a GPU.
 
 For every number of model calls S in --calls, N samples (--samples) from the eps-model with DDIM (eta = 0,
 `course_lib.ddim_sample`) and with DPM-Solver++(2M) (`course_lib.dpm_solver_sample`), on the same timesteps

@@ -148,3 +148,64 @@ def test_committed_results_belong_to_the_shipped_model(evaluate):
     verdict = "resolved below" if high < 0 else "resolved above" if low > 0 else "not resolved"
     assert (f"DDPM fixed large {100 * (share['ddpm'] - share['real_test']):+.1f} points "
             f"[{100 * low:+.1f}, {100 * high:+.1f}], {verdict}") in readme
+
+
+def test_compare_models_gives_paired_differences_of_two_runs(evaluate, tiny_model, tmp_path):
+    """scripts/compare_models.py on two tiny runs: a run against itself differs by exactly 0; two models give each
+    model's share and FID as its own run reports them, a difference that is b - a, and refuse runs of other x_T."""
+    compare = load_script("compare_models")
+    args = ["--samples", "8", "--calls", "5", "--no-ddpm", "--resamples", "50", "--device", "cpu"]
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    evaluate.main(args + ["--model", str(tiny_model), "--out", str(a)])
+    evaluate.main(args + ["--model", str(save_tiny_unet(tmp_path / "other.pt", seed=1)), "--out", str(b)])
+    evaluate.main(args + ["--model", str(tiny_model), "--out", str(c), "--seed", "1"])
+
+    same = compare.main([str(a), str(a), "--resamples", "50"])
+    assert sorted(compare.describe(r["setting"]) for r in same) == ["ddim, 5 calls", "dpm2m, 5 calls"]
+    for r in same:
+        assert r["confident_diff"] == 0 and r["confident_diff_ci"] == (0, 0) and r["only_a"] == r["only_b"] == 0
+        assert r["fid_diff"] == 0 and r["fid_diff_ci"] == pytest.approx((0, 0), abs=1e-9)
+
+    rows = compare.main([str(a), str(b), "--resamples", "50"])
+    table_a, table_b = ({(r["sampler"], r["calls"]): r for r in read_csv(d / "table.csv")} for d in (a, b))
+    for r in rows:
+        kind = r["setting"].split("kind=")[1].split("|")[0]
+        assert r["model_a"] != r["model_b"] and r["n"] == 8
+        assert r["confident_a"] == pytest.approx(float(table_a[(kind, "5")]["confident"]))
+        assert r["confident_b"] == pytest.approx(float(table_b[(kind, "5")]["confident"]))
+        assert r["fid_a"] == pytest.approx(float(table_a[(kind, "5")]["fid"]), abs=1e-3)
+        assert r["confident_diff"] == pytest.approx(r["confident_b"] - r["confident_a"])
+        assert 8 * r["confident_diff"] == pytest.approx(r["only_b"] - r["only_a"])
+        low, high = r["confident_diff_ci"]
+        assert low <= r["confident_diff"] <= high and r["fid_diff_ci"][0] <= r["fid_diff_ci"][1]
+
+    with pytest.raises(SystemExit, match="share no setting"):
+        compare.main([str(a), str(c)])
+
+
+def test_compare_models_pairs_the_rows_of_the_two_models(tmp_path):
+    """Model b's samples equal model a's except 10 of 100 rows, replaced by featureless ones: the share falls by
+    exactly the confident rows among those 10, no resample can show b ahead (paired), and FID rises."""
+    from course_lib.classifier import load_classifier, reference_stats
+    from course_lib.metrics import reference_features
+    compare = load_script("compare_models")
+    classifier = load_classifier(device="cpu")
+    spread = torch.linspace(0, 4499, 100).long()  # the split is sorted by class: rows spread over all ten
+    real = reference_features(classifier)[spread].double()  # (100, D) features of real train digits
+    worse = real.clone()
+    worse[::10] = 0  # rows 0, 10, ..., 90: no feature at all, which the classifier does not read confidently
+    for folder, model, features in ((tmp_path / "a", "a" * 64, real), (tmp_path / "b", "b" * 64, worse)):
+        (folder / "features").mkdir(parents=True)
+        key = f"model={model}|classifier=c|N=100|seed=0|kind=ddim|calls=5|spacing=trailing"
+        torch.save({"key": key, "features": features}, folder / "features" / "x.pt")
+    with torch.no_grad():
+        confident = classifier.logits_from_features(real[::10].float()).softmax(1).max(1).values >= 0.9
+        assert (classifier.logits_from_features(worse[::10].float()).softmax(1).max(1).values < 0.9).all()
+    (r,) = compare.compare(tmp_path / "a", tmp_path / "b", classifier, reference_stats(), reference_features(classifier),
+                           num_resamples=200)
+    assert (r["model_a"], r["model_b"]) == ("a" * 64, "b" * 64)
+    assert (r["only_a"], r["only_b"]) == (int(confident.sum()), 0) and r["only_a"] >= 5
+    assert r["confident_diff"] == pytest.approx(-r["only_a"] / 100)
+    low, high = r["confident_diff_ci"]
+    assert low < r["confident_diff"] < high <= 0, "paired: b never reads more rows confidently than a"
+    assert r["fid_diff"] > 0 and r["fid_diff_ci"][0] > 0

@@ -1,6 +1,6 @@
 """Reproduce the DDIM paper's Table 1 (FID by S and eta) and Table 2 (inversion error by S) on our MNIST model.
 
-    python scripts/evaluate_tables.py            # the full run: hours on a CPU, into results/ddim_tables/
+    python scripts/evaluate_tables.py            # the full run: over an hour on a CPU, into results/ddim_tables/
     python scripts/evaluate_tables.py --quick    # a lecture-sized run: minutes, into results/ddim_tables_quick/
     python scripts/evaluate_tables.py --samples 8 --steps 10,20 --etas 0,1 --recon-digits 4 --recon-steps 10 --out /tmp/t
 

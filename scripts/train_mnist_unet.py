@@ -11,13 +11,16 @@ course_lib.mnist.load_train20k), is reproduced, over several sessions on a CPU, 
     python scripts/train_mnist_unet.py --base-channels 40 --data train20k --steps 24000 --lr-decay 16000 24000 \
         --minutes 100
 
-To train further without touching the shipped files, continue under another name:
+To train further without touching the shipped files, start a new name from the shipped weights, with its own
+learning-rate schedule (the shipped run's decayed to 0 at its last step):
 
-    python scripts/train_mnist_unet.py --steps 40000 --minutes 150 --export-name mnist_unet28_next
+    python scripts/train_mnist_unet.py --name mnist_unet28_cont --init-from course_lib/data/mnist_unet28.pt \
+        --base-channels 40 --data train20k --steps 12000 --lr 2e-4 --lr-decay 2000 12000
 
-copies checkpoints/mnist_unet28.resume.pt to checkpoints/mnist_unet28_next.resume.pt (once, if that is
-missing), continues from the copy and exports course_lib/data/mnist_unet28_next.{pt,md,json} and its
-sample figure; mnist_unet28.* stay as they are. --precision picks fp32 or bf16 autocast (default: auto).
+which exports course_lib/data/mnist_unet28_cont.{pt,md,json} and its sample figure; mnist_unet28.* stay as they are.
+(--export-name NAME instead copies checkpoints/<name>.resume.pt once and continues the copy exactly where it stopped,
+schedule included; pass the same --base-channels and --data as the run it continues.) --precision picks fp32 or
+bf16 autocast (default: auto).
 
 The class-conditional model of lecture 09 (classifier-free guidance) is trained by the same loop:
 

@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 from course_lib.classifier import load_classifier, reference_stats  # noqa: E402
 from course_lib.metrics import bootstrap_fid_kid, percentile_interval, reference_features, resample_counts  # noqa: E402
 
-CONFIDENT, CONFIDENCE = 0.9, 0.95
+sys.path.insert(0, str(ROOT / "scripts"))
+from evaluate_solvers import CONFIDENCE, confident_rows  # noqa: E402  the same "confident" as results/solvers
 
 
 def parse_args(argv=None):
@@ -59,9 +60,7 @@ def compare(a, b, classifier, stats_ref, features_ref, num_resamples=2000, seed=
     rows = []
     for setting in common:
         (fa, sha_a), (fb, sha_b) = features_a[setting], features_b[setting]
-        with torch.no_grad():
-            ca, cb = ((classifier.logits_from_features(f.float()).softmax(1).max(1).values >= CONFIDENT).double()
-                      for f in (fa, fb))  # (N,) 1 where read confidently
+        ca, cb = (confident_rows(classifier, f).double() for f in (fa, fb))  # (N,) 1 where read confidently
         counts = resample_counts(len(fa), num_resamples, torch.Generator().manual_seed(seed))  # (B + 1, N)
         boot = bootstrap_fid_kid({"a": fa, "b": fb}, *stats_ref, features_ref, counts=counts)
         fid_diff = boot["b"]["fid"] - boot["a"]["fid"]

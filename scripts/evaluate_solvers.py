@@ -167,6 +167,12 @@ def run_job(job, ctx, bar):
             "seconds_per_sample": wall / len(features), "elapsed_s": time.time() - start}
 
 
+def confident_rows(classifier, features):
+    """(N,) bool: the rows of features (N, D) that the classifier reads with confidence, largest p(y | x) >= CONFIDENT."""
+    with torch.no_grad():
+        return classifier.logits_from_features(features.float()).softmax(1).max(1).values >= CONFIDENT
+
+
 def intervals(done, ctx):
     """Paired bootstrap over the N rows: ({key: {"fid": (low, high), "kid": (low, high), "confident": (share, low,
     high)}}, [difference rows]). "confident": the share of rows the classifier reads with p(y | x) >= CONFIDENT, with
@@ -185,9 +191,8 @@ def intervals(done, ctx):
     ci = {key: {m: percentile_interval(b[m], b[f"{m}_point"], CONFIDENCE) for m in ("fid", "kid")}
           for key, b in boot.items()}
     for key, features in stored.items():
-        with torch.no_grad():
-            p_max = ctx["classifier"].logits_from_features(features.to(ctx["device"])).softmax(1).max(1).values
-        k, n = int((p_max >= CONFIDENT).sum()), len(p_max)
+        read = confident_rows(ctx["classifier"], features.to(ctx["device"]))
+        k, n = int(read.sum()), len(read)
         ci[key]["confident"] = (k / n, *wilson_interval(k, n))
         ci[key]["confident_count"] = (k, n)
     by_setting = {(job["kind"], job["calls"]): job["key"] for job, _ in done if job["key"] in boot}

@@ -2,6 +2,7 @@
 the evaluation scripts."""
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,13 @@ def save_tiny_unet(path, num_classes=None, seed=0):
     model = UNet(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn=False, num_classes=num_classes)
     save_checkpoint(path, model, make_schedule("linear", T=100), meta={"steps": 0})
     return path
+
+
+def check_one_model(out, sha, stem):
+    """<out>/cache.json holds only the settings of the model with this sha256, and <out>/features/ only their files."""
+    entries = json.loads((out / "cache.json").read_text())["entries"]
+    assert {e["model_sha256"] for e in entries.values()} == {sha}, f"{out}/cache.json holds another model's settings"
+    assert {p.name.split(".")[0] for p in (out / "features").iterdir()} <= {stem({"key": k}) for k in entries}
 
 
 def read_csv(path):

@@ -1,6 +1,5 @@
 """scripts/evaluate_guidance.py: a tiny run (outputs, cache, resume by setting), and the committed results/guidance/
 tied to the shipped conditional model, with every stated rise or fall backed by its paired interval."""
-import json
 import re
 
 import pytest
@@ -11,7 +10,7 @@ from course_lib.ddim import ddim_sample, make_timesteps
 from course_lib.guidance import guided_model
 from course_lib.schedules import make_schedule
 from course_lib.unet import UNet
-from conftest import load_script, read_csv, save_tiny_unet
+from conftest import check_one_model, load_script, read_csv, save_tiny_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["--samples", "20", "--weights", "0,1,3", "--steps", "4", "--resamples", "50", "--device", "cpu"]
@@ -89,10 +88,7 @@ def test_committed_results_belong_to_the_shipped_model_and_reproduce(evaluate):
     sha = evaluate.sha256_of(full.model)
     assert {r["model_sha256"] for r in rows} == {sha}, (
         "results/guidance/ was made from another model: re-run `python scripts/evaluate_guidance.py` after training")
-    entries = json.loads((evaluate.OUT / "cache.json").read_text())["entries"]
-    assert {e["model_sha256"] for e in entries.values()} == {sha}, "cache.json holds another model's settings"
-    assert {p.name.split(".")[0] for p in (evaluate.OUT / "features").iterdir()} <= {evaluate.stem({"key": k})
-                                                                                      for k in entries}
+    check_one_model(evaluate.OUT, sha, evaluate.stem)
     readme = (evaluate.OUT / "README.md").read_text()
     assert sha in readme
     check_stated_changes(readme, len(full.weights) - 1)

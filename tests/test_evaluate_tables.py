@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import load_script, read_csv, save_tiny_unet
+from conftest import check_one_model, load_script, read_csv, save_tiny_unet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["--samples", "8", "--steps", "10,20", "--etas", "0,1", "--recon-digits", "4", "--recon-steps", "10,20",
@@ -157,9 +157,7 @@ def test_committed_tables_belong_to_the_shipped_model_and_reproduce(evaluate, tm
     table2 = read_csv(evaluate.FULL_OUT / "table2.csv")
     assert [int(r["num_steps"]) for r in table2] == full.recon_steps and {r["model_sha256"] for r in table2} == {sha}
 
-    entries = json.loads((evaluate.FULL_OUT / "cache.json").read_text())["entries"]
-    assert {e["model_sha256"] for e in entries.values()} == {sha}, "cache.json holds another model's settings"
-    assert {p.stem for p in (evaluate.FULL_OUT / "features").glob("*.pt")} <= {evaluate.stem({"key": k}) for k in entries}
+    check_one_model(evaluate.FULL_OUT, sha, evaluate.stem)
 
     out = tmp_path / "recheck"
     evaluate.main(["--steps", "10", "--etas", "0", "--recon-steps", "10", "--no-ddpm", "--device", "cpu",

@@ -10,11 +10,19 @@ and TRAIN, on random batches of 28x28 digits. The set-ups:
 Each set-up warms up, then is timed for --steps steps; the rounds are interleaved (median per step reported).
 
     python benchmarks/bench_train_setup.py --steps 15 --rounds 2
+    python benchmarks/bench_train_setup.py --setups channels_last     # fp32 against channels_last only
 
 Measured on a quiet 2-core Intel Xeon with AMX (amx_bf16, avx512_bf16), torch 2.13 CPU, batch 128, 2 threads:
   fp32 0.516 s/step, channels_last 0.390, bf16 0.235, channels_last+bf16 0.324 (medians of 30 steps each):
   bf16 autocast is 2.2x faster than fp32 and beats channels_last with or without bf16.
   (A 2-D MLPDenoiser at batch 512 is the other way round: 2.4 ms/step in fp32, 2.8 ms under bf16.)
+  (These were the base_channels=24 UNet shipped then; the base-40 one takes 0.43 s/step under bf16 there.)
+
+Measured on a quiet 2-core AMD EPYC without AVX-512 (torch reports AVX2), torch 2.13 CPU, the shipped base-40 UNet:
+  all four set-ups (--steps 10 --rounds 2): fp32 1.05 s/step, channels_last 0.91, bf16 9.74, channels_last+bf16 9.17;
+  fp32 and channels_last alone (--steps 15 --rounds 3 --setups channels_last): 0.62 and 0.59 s/step.
+  bf16 autocast is emulated there and 9x slower than fp32, so course_lib.train's precision="auto" picks fp32
+  (cpu_has_fast_bf16() is False); channels_last gains 5 % at most, not worth a second code path.
 """
 import argparse
 import contextlib
@@ -74,14 +82,17 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over all set-ups")
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS),
+                        help="time only these (fp32 is always timed: it is the baseline)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     caps = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else torch.cuda.get_device_name()
     print(f"torch {torch.__version__}, {device.type} ({caps}), {torch.get_num_threads()} threads, "
           f"batch {TRAIN['batch_size']}, {args.size}x{args.size}")
-    steps = {name: make_step(*flags, args.size, device) for name, flags in SETUPS.items()}
-    times = {name: [] for name in SETUPS}
+    names = ["fp32"] + [name for name in args.setups if name != "fp32"]
+    steps = {name: make_step(*SETUPS[name], args.size, device) for name in names}
+    times = {name: [] for name in names}
     for _ in range(args.rounds):
         for name, step in steps.items():
             for _ in range(args.warmup):

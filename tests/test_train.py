@@ -1,4 +1,6 @@
 """L_simple, EMA, and the training loop: it learns, it is reproducible, and it resumes exactly."""
+import importlib
+import io
 import math
 
 import pytest
@@ -167,9 +169,7 @@ def test_precisions_train_with_finite_losses(precision):
 ])
 def test_auto_precision_picks_bf16_only_where_the_cpu_has_it(monkeypatch, capability, flags, expected):
     """precision="auto" on a CPU follows the CPU's capability and /proc/cpuinfo flags (faked here), for images only."""
-    import io
-    import sys
-    train_module = sys.modules["course_lib.train"]  # the module: course_lib.train is also the function's name
+    train_module = importlib.import_module("course_lib.train")  # the module: course_lib.train is also a function
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(train_module.sys, "platform", "linux")
     monkeypatch.setattr(train_module, "open", lambda *a, **k: io.StringIO(f"flags\t\t: {flags}\n"), raising=False)
